@@ -1,0 +1,161 @@
+"""Environments: the small interface every environment implements, and two procedural toy environments.
+
+An environment object plays ONE episode (fresh state each time, so episodes never share state):
+
+    env = make_env("lookup")
+    messages = env.reset(task)                    # the first chat messages: [system, user]
+    reply, done, reward, info = env.step(text)    # text: the policy's turn, as decoded text
+
+`reply` is a list of chat messages (usually one user message) that `rollout.py` appends to the episode
+through the tokenizer's chat template; `reward` is the outcome reward, given when `done`. A turn the
+environment cannot parse is not an error: it gets an informative reply, uses up the turn, and sets
+`info["malformed"]`. `env.tools` (JSON schemas or None) goes to the chat template's `tools=`.
+
+Tasks are plain dicts (JSON-serialisable, with an "id"), deterministic from a seed, in two disjoint
+splits: `env.tasks("train")` for training, `env.tasks("test")` for held-out evaluation.
+
+Both toy environments need what earlier replies revealed in later turns, so credit has to flow across
+turns, and both know their random-policy and optimal success rates (asserted in tests/test_envs.py):
+
+- `lookup` (tool-use shaped): the user asks for the code in one of four lockers; turn 1 `get(X)` opens
+  locker X and the environment replies with its code; turn 2 `answer(N)` submits. Optimal: get(asked),
+  then answer(code): two copies, the second from a reply, and turn 1 only pays through turn 2.
+- `guess` (higher/lower): a secret, one of three listed digits; `guess(N)` gets "higher", "lower" or
+  "correct". Optimal: binary search -- the middle one, then the side the reply names -- always within
+  the 2 turns; turn 1's middle guess only pays through turn 2.
+"""
+
+import itertools
+import random
+import re
+
+CALL = re.compile(r"^\s*([a-z]+)\(([^()]*)\)\s*$")  # a whole turn that is exactly one call: name(arg)
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+class LookupEnv:
+    """Lockers A-D hold codes 0-3; the user asks for one. Turn 1: get(X) opens locker X and the
+    environment replies with its code; turn 2: answer(N). Success: the asked code, after opening it."""
+
+    name = "lookup"
+    tools = None  # the actions are described in the system prompt: short enough for the tiny model
+    lockers = ("A", "B", "C", "D")
+    codes = 4  # codes are 0..3
+    system = "Find the code. First get(X) opens locker X, then answer(N) submits code N. One call per turn."
+
+    def __init__(self, max_turns=2):
+        self.max_turns = max_turns
+
+    @staticmethod
+    def tasks(split, n=None, seed=0):
+        """Held-out = tasks whose (asked locker, code) pair never is the answer of a training task."""
+        rng, out = random.Random(f"lookup-{seed}"), []
+        want = n or {"train": 2000, "test": 200}[split]
+        while len(out) < want:
+            codes = {k: rng.randrange(LookupEnv.codes) for k in LookupEnv.lockers}
+            ask = rng.choice(LookupEnv.lockers)
+            held_out = (LookupEnv.lockers.index(ask) + codes[ask]) % 4 == 0  # 4 of the 16 (locker, code) pairs
+            if held_out == (split == "test"):
+                out.append({"id": f"lookup-{split}-{len(out)}", "codes": codes, "ask": ask})
+        return out
+
+    def reset(self, task):
+        self.task, self.turn, self.opened = task, 0, set()
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": f"Code of {task['ask']}?"}]
+
+    def step(self, text):
+        self.turn += 1
+        call = CALL.match(text)
+        name, arg = call.groups() if call else (None, None)
+        ask, answered, info = self.task["ask"], None, {}
+        if name == "get" and arg in self.lockers:
+            self.opened.add(arg)
+            reply = f"{arg} has {self.task['codes'][arg]}"
+        elif name == "answer" and arg in ("0", "1", "2", "3"):
+            answered = int(arg)
+            reply = "correct" if ask in self.opened and answered == self.task["codes"][ask] else "wrong"
+        else:
+            reply, info = "bad call; use get(X), then answer(N)", {"malformed": True}
+        done = answered is not None or self.turn >= self.max_turns
+        if not done:
+            return user(reply), False, 0.0, info
+        # outcome reward with partial credit: half for having opened the asked locker, half for success
+        win = reply == "correct"
+        return user(reply), True, 0.5 * (ask in self.opened) + 0.5 * win, {**info, "success": win}
+
+    def random_action(self, rng):
+        """A well-formed action of the protocol with a uniformly random argument (the tiny model's warm-up)."""
+        return f"get({rng.choice(self.lockers)})" if self.turn == 0 else f"answer({rng.randrange(self.codes)})"
+
+    def oracle_action(self):
+        """The optimal policy (it peeks at the task): open the asked locker, then answer its code."""
+        return f"answer({self.task['codes'][self.task['ask']]})" if self.turn else f"get({self.task['ask']})"
+
+    # random_action opens the asked locker with prob 1/4, then answers right with prob 1/4
+    random_success = 1 / 16
+    optimal_success = 1.0
+
+
+class GuessEnv:
+    """Higher or lower: I picked one of three listed numbers; guess(N) gets higher, lower or correct."""
+
+    name = "guess"
+    tools = None
+    system = "Find my number. guess(N) gets higher, lower or correct. One call per turn."
+
+    def __init__(self, max_turns=2):
+        self.max_turns = max_turns
+
+    @staticmethod
+    def tasks(split, n=None, seed=0):
+        """Every (three distinct digits, which one is secret): 360 tasks; a fixed fifth is held out."""
+        every = [(c, s) for c in itertools.combinations(range(10), 3) for s in c]
+        random.Random(f"guess-{seed}").shuffle(every)
+        chosen = every[: len(every) // 5] if split == "test" else every[len(every) // 5 :]
+        return [{"id": f"guess-{split}-{i}", "numbers": list(c), "secret": s}
+                for i, (c, s) in enumerate(chosen[:n] if n else chosen)]
+
+    def reset(self, task):
+        self.task, self.turn = task, 0
+        self.left = list(task["numbers"])  # what the replies so far leave open
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": "One of " + " ".join(map(str, task["numbers"])) + "."}]
+
+    def step(self, text):
+        self.turn += 1
+        call = CALL.match(text)
+        if not call or call.group(1) != "guess" or not call.group(2).isdigit() or len(call.group(2)) != 1:
+            reply, info = "bad call; use guess(N)", {"malformed": True}
+        else:
+            n, secret, info = int(call.group(2)), self.task["secret"], {}
+            reply = "correct" if n == secret else "higher" if n < secret else "lower"
+            self.left = [x for x in self.left if (x > n if n < secret else x < n)]
+        done = reply == "correct" or self.turn >= self.max_turns
+        if not done:
+            return user(reply), False, 0.0, info
+        return user(reply), True, float(reply == "correct"), {**info, "success": reply == "correct"}
+
+    def random_action(self, rng):
+        """A well-formed guess of a uniformly random digit (the tiny model's warm-up)."""
+        return f"guess({rng.randrange(10)})"
+
+    def oracle_action(self):
+        """Binary search: the middle of what is left."""
+        return f"guess({self.left[len(self.left) // 2]})"
+
+    # random_action ignores the replies: each guess hits with prob 1/10, independently (2 turns)
+    random_success = 1 - 0.9**2
+    optimal_success = 1.0
+
+
+ENVS = {"lookup": LookupEnv, "guess": GuessEnv}
+
+
+def make_env(name, **kwargs):
+    """A fresh environment object for one episode."""
+    if name not in ENVS:
+        raise SystemExit(f"error: unknown env '{name}'; choose one of {', '.join(ENVS)}")
+    return ENVS[name](**kwargs)

@@ -1,0 +1,444 @@
+"""The policy (a Qwen causal LM with a LoRA adapter) and grouped multi-turn episodes.
+
+  load_policy(name)  `tiny` (the embedded offline default, see below), a Hub name or a local path of a
+                     Qwen2.5 / Qwen3 model; LoRA via peft on every attention and MLP projection, QLoRA
+                     (4-bit NF4 via bitsandbytes) on CUDA. The reference policy is the same model with the
+                     adapter disabled: no second copy of the weights.
+  Policy.generate    batched sampling (left padding, KV cache) that also records the sampling log-probs
+  Policy.turn_logprobs  the callable seeupo.sweep() trains through (turn t's prefix only)
+  rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call.
+                     Sampled ids are kept as sampled (never decoded and re-encoded); environment replies
+                     are appended as chat-template tokens, so training sees token for token what the
+                     policy saw. An episode that would overflow the context is ended and marked truncated.
+  turn_samples()     episodes -> seeupo.TurnSample lists (per turn, or whole episode for the baselines)
+
+The embedded default `tiny`: a 0.8M-parameter Qwen3 (random init from the seed) with a small BPE
+tokenizer trained in code and a Qwen-style chat template, then WARMED UP with next-token loss on episodes of
+uniformly random well-formed actions on the toy environments' training tasks -- the format, never a reward
+nor a held-out task -- so that, like an instruct model, it speaks the action format but knows no strategy.
+Built offline in about a minute, once, and cached under ~/.cache/seeupo (SEEUPO_CACHE overrides).
+"""
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import random
+import shutil
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import transformers
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
+                          PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM, TemperatureLogitsWarper,
+                          TopPLogitsWarper)
+
+import envs
+from seeupo import TurnSample
+
+# quiet imports and loads: bitsandbytes' CPU backend warns about an optional kernel, peft about a rename
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+transformers.utils.logging.disable_progress_bar()
+
+END_OF_TURN = "<|im_end|>"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+# ----------------------------------------------------------------------------- the embedded default
+TINY_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rope_theta=10000.0,
+                   tie_word_embeddings=False)  # tied, exchangeable tokens (lockers A-D) collapse together
+TINY_WARMUP = dict(steps=400, episodes=32, lr=3e-3)
+# ChatML as Qwen writes it: tools listed in the system turn, tool calls and tool responses as text.
+# (HF renders with trim_blocks: a newline right after a {% tag %} is dropped, hence the {{ '\\n' }}.)
+TINY_CHAT_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n"
+    "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}"
+    "# Tools\n\n<tools>{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}{{ '\\n' }}</tools><|im_end|>\n"
+    "{% endif %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'tool' %}"
+    "{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}<|im_start|>user{% endif %}"
+    "{{ '\\n' }}<tool_response>\n{{ m.content }}\n</tool_response>"
+    "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}<|im_end|>\n{% endif %}"
+    "{% elif not (m.role == 'system' and tools and loop.first) %}"
+    "<|im_start|>{{ m.role }}\n{{ m.content }}"
+    "{% for call in m.tool_calls or [] %}{{ '\\n' }}<tool_call>\n{{ call.function | tojson }}\n</tool_call>{% endfor %}"
+    "<|im_end|>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _random_conversations(n_per_env, rng):
+    """Episodes of uniformly random well-formed actions on training tasks, as chat messages."""
+    for env_cls in envs.ENVS.values():
+        for task in rng.choices(env_cls.tasks("train"), k=n_per_env):
+            env, done = env_cls(), False
+            messages = env.reset(task)
+            while not done:
+                action = env.random_action(rng)
+                reply, done, _, _ = env.step(action)
+                messages += [{"role": "assistant", "content": action}] + reply
+            yield messages
+
+
+def tiny_tokenizer(seed=0):
+    """A small BPE (printable ASCII + ~100 merges) trained in code on rendered random episodes of the toy
+    environments, with Qwen's special tokens and a Qwen-style chat template. Deterministic from the seed."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    specials = ["<|endoftext|>", "<|im_start|>", END_OF_TURN]
+    tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
+    # words keep their leading space; a lone letter, every digit and every other character stand alone,
+    # so "C" is the same token in "Code of C?", "get(C)" and "C has 2" (copying it is a real copy)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(" ?[A-Za-z]{2,}|[A-Za-z0-9]|\\s|[^A-Za-z0-9\\s]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+
+    def wrap():
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END_OF_TURN, pad_token="<|endoftext|>",
+                                            additional_special_tokens=specials)
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
+        return tokenizer
+
+    render = wrap()  # rendering text needs no vocabulary yet
+    texts = [render.apply_chat_template(m, tokenize=False) for m in _random_conversations(300, random.Random(seed))]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=specials + ["<|unk|>"], show_progress=False,
+        initial_alphabet=["\n"] + [chr(c) for c in range(32, 127)]))
+    return wrap()
+
+
+def tiny_path(seed):
+    """The cache folder of the tiny model for this seed; its name hashes everything that shapes it."""
+    recipe = json.dumps([TINY_CONFIG, TINY_WARMUP, TINY_CHAT_TEMPLATE, inspect.getsource(tiny_tokenizer),
+                         inspect.getsource(build_tiny), [inspect.getsource(c) for c in envs.ENVS.values()]])
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
+    root = os.environ.get("SEEUPO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "seeupo"))
+    return os.path.join(root, f"tiny-{digest}-seed{seed}")
+
+
+def tiny_model(tokenizer, seed=0):
+    """The tiny Qwen3, randomly initialised from the seed (before its warm-up)."""
+    torch.manual_seed(seed)
+    return Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **TINY_CONFIG))
+
+
+def build_tiny(seed, log=print):
+    """Create (or find in the cache) the warmed-up tiny model; returns its folder."""
+    path = tiny_path(seed)
+    if os.path.exists(os.path.join(path, "config.json")):
+        return path
+    log(f"building the tiny default model (once; cached in {path}) ...")
+    tokenizer = tiny_tokenizer(seed)
+    model = tiny_model(tokenizer, seed)
+    policy = Policy(model, tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP["lr"])
+    rng = random.Random(seed)
+    names = list(envs.ENVS)
+    for step in range(TINY_WARMUP["steps"]):
+        env_cls = envs.ENVS[names[step % len(names)]]
+        tasks = rng.sample(env_cls.tasks("train"), TINY_WARMUP["episodes"])
+        random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng))
+        episodes = rollout(random_actor, env_cls.name, tasks, group_size=1, sampling=Sampling())
+        # next-token loss on whole transcripts, as pretraining would: predicting the environment's
+        # replies (say, "C has" after get(C)) teaches in-context copying; the actions are uniform noise
+        logp, mask = policy.turn_logprobs([TurnSample(j, -1, len(e.token_ids), (e.token_ids, list(range(1, len(e.token_ids)))))
+                                           for j, e in enumerate(episodes)])
+        loss = -(logp * mask).sum() / mask.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tmp = f"{path}.tmp{os.getpid()}"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.rename(tmp, path)  # atomic: a concurrent or killed build never leaves a half-written model
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+    log(f"tiny model ready (warm-up loss {loss.item():.3f})")
+    return path
+
+
+# ----------------------------------------------------------------------------- loading the policy
+def resolve_model(name, seed=0):
+    """`tiny` -> the cached tiny folder; a local folder as is; a Hub name if its config can be reached."""
+    if name == "tiny":
+        return build_tiny(seed)
+    if os.path.isdir(name):
+        return name
+    try:
+        AutoConfig.from_pretrained(name)
+    except Exception as e:  # offline Hub, typo, gated repo: all end here
+        raise SystemExit(f"error: cannot load model '{name}' ({type(e).__name__}); give a local folder, download it "
+                         f"first (`hf download {name}`, then HF_HUB_OFFLINE=1), or use --model tiny")
+    return name
+
+
+def load_policy(name="tiny", seed=0, adapter=None, lora_r=16, lora_alpha=32, lora_dropout=0.0, qlora=False,
+                bf16=False, gradient_checkpointing=False, thinking=False, device="cpu"):
+    """The policy: base model + LoRA adapter (new, or loaded from the `adapter` folder)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    if qlora and not torch.cuda.is_available():
+        raise SystemExit("error: --qlora needs a CUDA GPU (bitsandbytes 4-bit runs only there); drop --qlora for LoRA")
+    path = resolve_model(name, seed)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.chat_template:
+        raise SystemExit(f"error: model '{name}' has no chat template; use an instruct (chat) model")
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    kwargs = {}
+    if qlora:
+        from transformers import BitsAndBytesConfig
+        kwargs = dict(device_map={"": device}, quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif gradient_checkpointing:
+        # use_reentrant=False, or no gradient reaches the adapter when the inputs need none
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(seed)  # the same adapter init on every rank
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                                 target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+    return Policy(model.to(device), tokenizer, chat_kwargs={"enable_thinking": thinking})
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0   # 0 = greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 16   # per turn
+    max_context: int = 1024    # an episode that would grow past this is ended, marked truncated
+    batch_size: int = 256      # the most sequences in one generate call
+
+
+class _RecordLogprobs(LogitsProcessor):
+    """Records log pi(token) of each sampled token from the RAW logits (before temperature / top-p), keeping
+    one [B, V] row at a time: at step k+1 it sees the token drawn at step k. Must run first in the list."""
+
+    def __init__(self):
+        self.last, self.logprobs = None, []
+
+    def __call__(self, input_ids, scores):
+        self.take(input_ids[:, -1])
+        self.last = scores.float().log_softmax(-1)
+        return scores
+
+    def take(self, tokens):
+        if self.last is not None:
+            self.logprobs.append(self.last.gather(1, tokens[:, None])[:, 0])
+            self.last = None
+
+
+class Policy:
+    """A causal LM (usually a peft LoRA model) and its tokenizer, as rollout() and seeupo.sweep() use it."""
+
+    def __init__(self, model, tokenizer, chat_kwargs=None):
+        self.model, self.tokenizer, self.chat_kwargs = model, tokenizer, chat_kwargs or {}
+        self.stop_ids = sorted({tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id} - {None})
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def _batch(self, sequences):
+        """Left-padded ids, attention mask and position ids (as generate() numbers them)."""
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        for i, s in enumerate(sequences):
+            ids[i, width - len(s):] = torch.tensor(s)
+            attention[i, width - len(s):] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), attention.to(self.device), positions.to(self.device)
+
+    def _adapter(self, reference):
+        return self.model.disable_adapter() if reference else nullcontext()
+
+    def act(self, episodes, sampling, reference=False):
+        """One turn for each episode: [(new ids, their log-probs)]."""
+        return self.generate([e.token_ids for e in episodes], sampling, reference)
+
+    @torch.no_grad()
+    def generate(self, contexts, sampling, reference=False):
+        """Sample one turn for each context. Returns [(new_ids, their log pi at sampling time)], each cut
+        after its first end-of-turn token (a turn that hit max_new_tokens has none)."""
+        self.model.eval()
+        out = []
+        for k in range(0, len(contexts), sampling.batch_size):
+            ids, attention, _ = self._batch(contexts[k : k + sampling.batch_size])
+            recorder = _RecordLogprobs()
+            processors = [recorder]  # generate() itself adds no processor: it samples at temperature 1, top-p 1
+            if sampling.temperature > 0 and sampling.temperature != 1:
+                processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.temperature > 0 and sampling.top_p < 1:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+            with self._adapter(reference):
+                sequences = self.model.generate(
+                    input_ids=ids, attention_mask=attention, do_sample=sampling.temperature > 0, temperature=1.0,
+                    top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=sampling.max_new_tokens,
+                    eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                    logits_processor=LogitsProcessorList(processors))
+            new = sequences[:, ids.shape[1]:]
+            recorder.take(new[:, -1])
+            logprobs = torch.stack(recorder.logprobs, 1)
+            for row, row_logprobs in zip(new.tolist(), logprobs.tolist()):
+                n = next((i + 1 for i, t in enumerate(row) if t in self.stop_ids), len(row))
+                out.append((row[:n], row_logprobs[:n]))
+        return out
+
+    def turn_logprobs(self, samples, reference=False):
+        """seeupo's logprob_fn: log pi(action tokens | prefix) for each TurnSample, [B, A] + mask [B, A].
+
+        sample.data = (prefix ids up to the end of the action, positions of the action tokens in them).
+        Sequences are left-padded like in generate(), so the logits needed are the last ones: only those
+        are computed (logits_to_keep), and log-softmax only on the rows of action tokens."""
+        self.model.train(torch.is_grad_enabled())  # dropout and gradient checkpointing only when training
+        prefixes, positions = [s.data[0] for s in samples], [s.data[1] for s in samples]
+        ids, attention, position_ids = self._batch(prefixes)
+        width = ids.shape[1]
+        padded = [[width - len(p) + q for q in pos] for p, pos in zip(prefixes, positions)]  # into the batch
+        keep = width - min(q[0] for q in padded) + 1  # from the logit that predicts the first action token
+        with self._adapter(reference):
+            logits = self.model(input_ids=ids, attention_mask=attention, position_ids=position_ids,
+                                logits_to_keep=keep, use_cache=False).logits
+        A = max(len(q) for q in padded)
+        rows = torch.zeros(len(samples), A, dtype=torch.long)
+        mask = torch.zeros(len(samples), A, dtype=torch.bool)
+        for i, q in enumerate(padded):
+            rows[i, : len(q)] = torch.tensor(q) - 1 - (width - keep)  # logit row that predicts token q
+            mask[i, : len(q)] = True
+        rows, mask = rows.to(logits.device), mask.to(logits.device)
+        batch = torch.arange(len(samples), device=logits.device)[:, None]
+        targets = ids.gather(1, (rows + 1 + width - keep).clamp(max=width - 1))
+        logp = logits[batch, rows].float().log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+        return logp * mask, mask
+
+
+class ScriptedPolicy(Policy):
+    """Stands in for a model in rollout(): `script(episode)` writes each turn, as text (an end-of-turn token
+    is appended) or as raw ids (kept as they are). Used by the tiny model's warm-up and by tests."""
+
+    def __init__(self, tokenizer, script, chat_kwargs=None):
+        super().__init__(None, tokenizer, chat_kwargs)
+        self.script = script
+
+    def act(self, episodes, sampling, reference=False):
+        out = []
+        for episode in episodes:
+            action = self.script(episode)
+            if isinstance(action, str):
+                action = self.tokenizer(action, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
+            action = action[: sampling.max_new_tokens]
+            out.append((action, [0.0] * len(action)))
+        return out
+
+
+# ----------------------------------------------------------------------------- episodes
+@dataclass
+class Episode:
+    group: int                  # index of its task in the batch; a group's episodes share the task
+    task: dict
+    token_ids: list             # everything the policy saw and wrote, in order
+    turn_spans: list = field(default_factory=list)       # [start, end) of each policy turn in token_ids
+    sample_logprobs: list = field(default_factory=list)  # per turn: log pi(token) when it was sampled
+    reward: float = 0.0
+    success: bool = False
+    done: bool = False
+    truncated: bool = False     # ended by the context limit, not by the environment
+    malformed: int = 0          # turns the environment could not parse
+    unterminated: int = 0       # turns cut at max_new_tokens without an end-of-turn token
+    env: object = field(default=None, repr=False)
+
+    @property
+    def action_mask(self):
+        """True exactly on the policy's own tokens: the only ones that carry loss."""
+        mask = [False] * len(self.token_ids)
+        for start, end in self.turn_spans:
+            mask[start:end] = [True] * (end - start)
+        return mask
+
+
+def _defang(messages, tokenizer):
+    """Environment text must not smuggle in special tokens (say, an echo of the model's own '<|im_end|>')."""
+    out = []
+    for m in messages:
+        content = m.get("content") or ""
+        for special in tokenizer.all_special_tokens:
+            content = content.replace(special, special[0] + " " + special[1:])
+        out.append({**m, "content": content})
+    return out
+
+
+def render_prompt(tokenizer, messages, tools=None, chat_kwargs=None):
+    """The first prompt's ids, ending with the assistant header (the generation prompt)."""
+    text = tokenizer.apply_chat_template(_defang(messages, tokenizer), tools=tools, tokenize=False,
+                                         add_generation_prompt=True, **(chat_kwargs or {}))
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def render_reply(tokenizer, reply, chat_kwargs=None):
+    """The ids that follow the policy's end-of-turn token: the reply messages as the chat template writes
+    them, then the next assistant header. Read off a rendering of a stand-in conversation, so the earlier
+    turns are never re-rendered (Qwen3's template would rewrite them, e.g. drop <think> blocks)."""
+    mark = "SEEUPO-STAND-IN-TURN"
+    stand_in = [{"role": "user", "content": "?"}, {"role": "assistant", "content": mark}]
+    text = tokenizer.apply_chat_template(stand_in + _defang(reply, tokenizer), tokenize=False,
+                                         add_generation_prompt=True, **(chat_kwargs or {}))
+    cut = text.index(END_OF_TURN, text.index(mark)) + len(END_OF_TURN)
+    return tokenizer(text[cut:], add_special_tokens=False)["input_ids"]
+
+
+def rollout(policy, env_name, tasks, group_size, sampling, env_kwargs=None, reference=False):
+    """Play group_size episodes of every task; each turn, every unfinished episode in ONE generate call."""
+    tokenizer, episodes = policy.tokenizer, []
+    for group, task in enumerate(tasks):
+        for _ in range(group_size):
+            env = envs.make_env(env_name, **(env_kwargs or {}))
+            prompt = render_prompt(tokenizer, env.reset(task), env.tools, policy.chat_kwargs)
+            episodes.append(Episode(group=group, task=task, token_ids=prompt, env=env))
+    while True:
+        for e in episodes:
+            if not e.done and len(e.token_ids) + sampling.max_new_tokens > sampling.max_context:
+                e.done = e.truncated = True  # the next turn might not fit: end here, reward 0
+        active = [e for e in episodes if not e.done]
+        if not active:
+            return episodes
+        for e, (ids, logprobs) in zip(active, policy.act(active, sampling, reference)):
+            start = len(e.token_ids)
+            e.token_ids = e.token_ids + ids
+            e.turn_spans.append((start, len(e.token_ids)))
+            e.sample_logprobs.append(logprobs)
+            if not ids or ids[-1] not in policy.stop_ids:  # an endless turn: end the episode, reward 0
+                e.unterminated += 1
+                e.done = True
+                continue
+            text = tokenizer.decode(ids[:-1])
+            reply, e.done, reward, info = e.env.step(text)
+            e.malformed += bool(info.get("malformed"))
+            if e.done:
+                e.reward, e.success = float(reward), bool(info.get("success", reward > 0))
+            else:
+                e.token_ids = e.token_ids + render_reply(tokenizer, reply, policy.chat_kwargs)
+
+
+def turn_samples(episodes, whole_episode=False):
+    """seeupo.TurnSample lists: one per (episode, turn) on that turn's prefix, or one per episode."""
+    out = []
+    for j, e in enumerate(episodes):
+        spans = e.turn_spans
+        if whole_episode and spans:
+            positions = [q for start, end in spans for q in range(start, end)]
+            out.append(TurnSample(j, -1, spans[-1][1], (e.token_ids[: spans[-1][1]], positions)))
+        elif not whole_episode:
+            out += [TurnSample(j, t, end, (e.token_ids[:end], list(range(start, end)))) for t, (start, end) in enumerate(spans)]
+    return out

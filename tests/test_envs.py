@@ -1,0 +1,100 @@
+"""The toy environments: known random and optimal success rates, disjoint deterministic splits, and
+malformed actions that get a reply instead of an exception."""
+
+import math
+import random
+
+import pytest
+
+import envs
+
+
+def play(env_cls, task, policy, rng):
+    env = env_cls()
+    env.reset(task)
+    done = False
+    while not done:
+        action = env.random_action(rng) if policy == "random" else env.oracle_action()
+        _, done, reward, info = env.step(action)
+    return reward, info["success"]
+
+
+@pytest.mark.parametrize("name", list(envs.ENVS))
+def test_random_and_optimal_success_rates(name):
+    env_cls, rng = envs.ENVS[name], random.Random(0)
+    tasks = env_cls.tasks("train")
+    n = 20000
+    wins = sum(play(env_cls, tasks[i % len(tasks)], "random", rng)[1] for i in range(n))
+    p = env_cls.random_success
+    assert abs(wins / n - p) < 4 * math.sqrt(p * (1 - p) / n), (wins / n, p)
+    for split in ("train", "test"):
+        assert all(play(env_cls, t, "oracle", rng) == (1.0, True) for t in env_cls.tasks(split))
+    assert env_cls.optimal_success == 1.0
+    assert {"lookup": 1 / 16, "guess": 0.19}[name] == pytest.approx(p)
+
+
+@pytest.mark.parametrize("name", list(envs.ENVS))
+def test_splits_are_deterministic_and_disjoint(name):
+    env_cls = envs.ENVS[name]
+    train, test = env_cls.tasks("train"), env_cls.tasks("test")
+    assert train == env_cls.tasks("train") and test == env_cls.tasks("test")
+    key = lambda t: str(sorted((k, v) for k, v in t.items() if k != "id"))
+    assert not {key(t) for t in train} & {key(t) for t in test}
+    assert env_cls.tasks("train", n=5) == train[:5]
+
+
+def test_lookup_held_out_answers_are_never_trained_answers():
+    answer = lambda t: (t["ask"], t["codes"][t["ask"]])
+    trained = {answer(t) for t in envs.LookupEnv.tasks("train")}
+    assert trained.isdisjoint(answer(t) for t in envs.LookupEnv.tasks("test"))
+    assert len(trained) == 12  # of the 16 (locker, code) pairs, 4 are held out
+
+
+def test_later_turns_need_what_earlier_replies_revealed():
+    task = {"id": "t", "codes": {"A": 3, "B": 1, "C": 0, "D": 2}, "ask": "A"}
+    env = envs.LookupEnv()
+    env.reset(task)
+    reply, done, reward, info = env.step("get(A)")
+    assert reply[0]["content"] == "A has 3" and not done and reward == 0
+    assert env.step("answer(3)")[1:] == (True, 1.0, {"success": True})
+    env.reset(task)  # the right code without having opened the locker is a guess, not a success
+    env.step("get(B)")
+    assert env.step("answer(3)")[1:] == (True, 0.0, {"success": False})
+    env.reset(task)  # partial credit: the right locker, the wrong code
+    env.step("get(A)")
+    assert env.step("answer(1)")[1:] == (True, 0.5, {"success": False})
+
+    env = envs.GuessEnv()
+    env.reset({"id": "g", "numbers": [2, 5, 7], "secret": 7})
+    assert env.step("guess(5)")[0][0]["content"] == "higher"
+    assert env.oracle_action() == "guess(7)"
+    assert env.step("guess(7)")[1:] == (True, 1.0, {"success": True})
+
+
+@pytest.mark.parametrize("text", ["", "get", "get(Z)", "answer(12)", "get(A) answer(1)", "<|im_end|>",
+                                  "answer(x)", "GET(A)", "\x00\n", "get(A" * 500])
+def test_malformed_actions_get_a_reply_and_use_the_turn(text):
+    env = envs.LookupEnv()
+    env.reset(envs.LookupEnv.tasks("train")[0])
+    reply, done, reward, info = env.step(text)
+    assert info["malformed"] and "get(X)" in reply[0]["content"] and not done and reward == 0
+    reply, done, reward, info = env.step(text)  # out of turns: the episode ends, no credit
+    assert done and reward == 0 and info == {"malformed": True, "success": False}
+    env = envs.GuessEnv()
+    env.reset(envs.GuessEnv.tasks("train")[0])
+    reply, done, reward, info = env.step(text)
+    assert info["malformed"] and "guess(N)" in reply[0]["content"]
+
+
+def test_episodes_never_share_state():
+    task = envs.LookupEnv.tasks("train")[0]
+    first, second = envs.make_env("lookup"), envs.make_env("lookup")
+    first.reset(task)
+    second.reset(task)
+    first.step(f"get({task['ask']})")
+    assert second.step(f"answer({task['codes'][task['ask']]})")[2] == 0.0  # second never opened the locker
+
+
+def test_unknown_env_is_a_one_line_error():
+    with pytest.raises(SystemExit, match="unknown env 'nope'; choose one of lookup, guess"):
+        envs.make_env("nope")

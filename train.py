@@ -1,0 +1,287 @@
+"""Training: `accelerate launch train.py` (or plain `python train.py`), SeeUPO by default.
+
+Each step: pick tasks (each rank its own whole groups) -> rollout.rollout() plays G episodes per task ->
+seeupo.grae_advantages() (batch statistics over all ranks) -> seeupo.sweep() updates the LoRA adapter
+turn by turn, last turn first -> one metrics line. Held-out evaluation goes through eval.evaluate().
+
+Everything a run writes is in --out DIR:
+  metrics.jsonl   one JSON object per training step (step, reward_mean, success_rate, world_size, ...)
+                  and one per held-out evaluation (step, eval_success_rate, ...)
+  adapter/        the final LoRA adapter (save_pretrained; PeftModel.from_pretrained loads it)
+  checkpoint/     the last checkpoint (adapter, optimizer, RNG, step), replaced atomically; --resume
+
+Several processes on a CPU (other launch lines silently give one, or two lone, processes):
+  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py
+"""
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+from transformers import HfArgumentParser
+
+import envs
+import seeupo
+from eval import evaluate, summarize
+from rollout import Sampling, load_policy, rollout, turn_samples
+
+
+def arg(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Args:
+    env: Literal[tuple(envs.ENVS)] = arg("lookup", "environment")
+    model: str = arg("tiny", "policy: tiny (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a local folder")
+    algo: Literal[seeupo.ALGOS] = arg("seeupo", "seeupo, or an all-turns baseline: grpo | gspo | reinforce")
+    order: Literal[seeupo.ORDERS] = arg("reverse", "seeupo's turn order: reverse (SeeUPO) | sequential | random")
+    correction: bool = arg(True, "scale earlier turns' advantages by later turns' ratios (--no-correction: off)")
+    steps: int = arg(50, "training steps")
+    tasks_per_step: int = arg(16, "tasks per step (split over processes; whole groups stay on one)")
+    group_size: int = arg(8, "G: episodes per task; advantages are relative to the group's mean")
+    lr: float = arg(1e-3, "AdamW learning rate of the adapter (tiny default; real Qwen + LoRA: ~1e-5)")
+    max_turns: int = arg(0, "policy turns per episode (0: the environment's own limit)")
+    temperature: float = arg(1.0, "sampling temperature")
+    top_p: float = arg(1.0, "nucleus sampling")
+    max_new_tokens: int = arg(16, "most tokens per turn; a turn without an end-of-turn token ends the episode")
+    max_context: int = arg(1024, "most tokens per episode; an episode that would overflow ends, truncated")
+    gen_batch_size: int = arg(256, "most sequences generated at once")
+    ppo_epochs: int = arg(4, "passes over each turn's samples (reference setting: 1)")
+    minibatches: int = arg(4, "optimizer steps per pass, per turn for seeupo (reference setting: 2)")
+    clip_low: float = arg(0.2, "loss clip: ratio >= 1 - clip_low")
+    clip_high: float = arg(0.2, "loss clip: ratio <= 1 + clip_high")
+    correction_clip: float = arg(0.2, "epsilon_a: the correction and each turn's ratio stay in [1-eps, 1+eps]")
+    kl_coef: float = arg(0.05, "low-variance KL to the base model (reference setting: 0.002)")
+    std_norm: bool = arg(False, "divide advantages by their group's std (off in the reference setting)")
+    batch_norm: bool = arg(True, "normalise advantages over the batch (unit std, clipped to +-3)")
+    max_grad_norm: float = arg(1.0, "gradient clipping")
+    token_budget: int = arg(16384, "micro-batch size in padded tokens (gradients accumulate across them)")
+    lora_r: int = arg(16, "LoRA rank")
+    lora_alpha: int = arg(32, "LoRA alpha")
+    lora_dropout: float = arg(0.0, "LoRA dropout")
+    qlora: bool = arg(False, "4-bit NF4 base via bitsandbytes (CUDA only)")
+    bf16: bool = arg(False, "bfloat16 base weights (GPU)")
+    gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass")
+    thinking: bool = arg(False, "Qwen3: let the model think (<think> blocks)")
+    eval_every: int = arg(10, "held-out evaluation every N steps (and at the start and the end)")
+    eval_tasks: int = arg(128, "held-out tasks per evaluation")
+    eval_samples: int = arg(2, "episodes per held-out task")
+    save_every: int = arg(10, "checkpoint every N steps (and at the end)")
+    out: str = arg("runs/default", "folder for everything the run writes")
+    resume: bool = arg(False, "continue the run in --out from its checkpoint")
+    seed: int = arg(0, "seed of everything (the tiny model too)")
+
+
+def parse_args(argv=None):
+    args = HfArgumentParser(Args).parse_args_into_dataclasses(argv)[0]
+    problems = [
+        args.group_size < 2 and "--group_size must be >= 2: a lone episode has no group to be relative to",
+        args.steps < 1 and "--steps must be >= 1",
+        args.tasks_per_step < 1 and "--tasks_per_step must be >= 1",
+        args.max_new_tokens >= args.max_context and "--max_context must be larger than --max_new_tokens",
+        (args.minibatches < 1 or args.ppo_epochs < 1) and "--minibatches and --ppo_epochs must be >= 1",
+        args.algo != "seeupo" and (args.order != "reverse" or not args.correction)
+        and "--order and --no-correction belong to --algo seeupo",
+    ]
+    for problem in problems:
+        if problem:
+            raise SystemExit(f"error: {problem}")
+    return args
+
+
+class Run:
+    """The files of --out: metrics.jsonl (append) and the checkpoint (replaced atomically)."""
+
+    def __init__(self, accelerator, out):
+        self.accelerator, self.out = accelerator, out
+        self.metrics = os.path.join(out, "metrics.jsonl")
+        self.checkpoint = os.path.join(out, "checkpoint")
+
+    def log(self, record):
+        if self.accelerator.is_main_process:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save(self, policy, state):
+        """Write the checkpoint to a new folder, then swap it in with renames: a crash while saving leaves
+        the previous checkpoint whole (and resume() also accepts checkpoint.old if it died mid-swap)."""
+        acc, tmp, old = self.accelerator, self.checkpoint + ".tmp", self.checkpoint + ".old"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(tmp)  # registered optimizer and progress state, and every rank's RNG state
+        if acc.is_main_process:
+            policy.model.save_pretrained(os.path.join(tmp, "adapter"))
+            with open(os.path.join(tmp, "progress.json"), "w") as f:
+                json.dump(state, f)
+            if os.path.exists(self.checkpoint):
+                os.replace(self.checkpoint, old)
+            os.replace(tmp, self.checkpoint)
+            shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def latest(self):
+        for path in (self.checkpoint, self.checkpoint + ".old"):
+            if os.path.exists(os.path.join(path, "progress.json")):
+                return path
+        return None
+
+    def rewind_metrics(self, step):
+        """Keep the metrics lines up to the checkpoint's step (drop what a killed run wrote after it)."""
+        if not self.accelerator.is_main_process or not os.path.exists(self.metrics):
+            return
+        kept = []
+        for line in open(self.metrics):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by the kill
+            if record["step"] <= step:
+                kept.append(json.dumps(record) + "\n")
+        with open(self.metrics + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(self.metrics + ".tmp", self.metrics)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = Accelerator()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != world:
+        raise SystemExit(f"error: launched as {launched} processes but accelerate sees {world}; on a CPU machine use "
+                         f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {launched} train.py")
+    if args.tasks_per_step % world:
+        raise SystemExit(f"error: --tasks_per_step {args.tasks_per_step} must be a multiple of the {world} processes")
+    run = Run(accelerator, args.out)
+    checkpoint = run.latest()
+    if checkpoint and not args.resume:
+        raise SystemExit(f"error: {args.out} already holds a run; pass --resume to continue it, or choose another --out")
+    if args.resume and not checkpoint and accelerator.is_main_process:
+        print(f"no checkpoint in {args.out}: starting from step 0")
+    os.makedirs(args.out, exist_ok=True)
+    env = envs.make_env(args.env, **({"max_turns": args.max_turns} if args.max_turns else {}))
+    env_kwargs = {"max_turns": env.max_turns}
+    train_tasks, test_tasks = env.tasks("train"), env.tasks("test")[: args.eval_tasks]
+    sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens, args.max_context, args.gen_batch_size)
+
+    with accelerator.main_process_first():  # rank 0 builds the tiny model's cache, the others then read it
+        policy = load_policy(args.model, seed=args.seed, adapter=checkpoint and os.path.join(checkpoint, "adapter"),
+                             lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                             qlora=args.qlora, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+                             thinking=args.thinking, device=accelerator.device)
+    check_context(policy, env, train_tasks[0], sampling)
+    optimizer = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=args.lr)
+    accelerator.register_for_checkpointing(optimizer)
+    progress = {"step": 0}
+    if checkpoint:
+        accelerator.load_state(checkpoint)
+        progress = json.load(open(os.path.join(checkpoint, "progress.json")))
+        run.rewind_metrics(progress["step"])
+    elif accelerator.is_main_process:
+        open(run.metrics, "w").close()
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=1)
+
+    def reduce_sum(x):
+        return accelerator.reduce(x, reduction="sum") if world > 1 else x
+
+    def held_out_eval(step):
+        mine = test_tasks[rank::world]
+        counts, _ = evaluate(policy, args.env, mine, args.eval_samples, sampling, args.seed + 1, env_kwargs=env_kwargs)
+        counts = accelerator.gather(torch.tensor(counts, device=accelerator.device)).tolist()
+        record = {"step": step, **{f"eval_{k}": v for k, v in summarize(counts, args.eval_samples).items()}}
+        run.log(record)
+        return record["eval_success_rate"]
+
+    cfg = seeupo.SweepConfig(args.algo, args.order, args.correction, args.clip_low, args.clip_high,
+                             args.correction_clip, args.kl_coef, args.ppo_epochs, args.minibatches,
+                             args.max_grad_norm, args.token_budget)
+    start = progress["step"]
+    last_eval = held_out_eval(0) if start == 0 else float("nan")
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"{args.algo} {args.env}",
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    for step in bar:
+        t0 = time.time()
+        torch.manual_seed(args.seed * 1_000_003 + step * 1009 + rank)  # resumable: a step's draws depend on it alone
+        tasks = random.Random(f"{args.seed}-{step}").sample(train_tasks, min(args.tasks_per_step, len(train_tasks)))
+        episodes = rollout(policy, args.env, tasks[rank::world], args.group_size, sampling, env_kwargs)
+        t1 = time.time()
+        rewards = torch.tensor([e.reward for e in episodes])
+        groups = torch.tensor([e.group for e in episodes])
+        advantages = seeupo.grae_advantages(rewards, groups, args.std_norm, args.batch_norm, reduce_sum=reduce_sum,
+                                            leave_one_out=args.algo == "reinforce").to(accelerator.device)
+        samples = turn_samples(episodes, whole_episode=args.algo != "seeupo")
+        stats = seeupo.sweep(policy.turn_logprobs, optimizer, samples, advantages, cfg, env.max_turns,
+                             step_seed=args.seed * 7919 + step, reduce_sum=reduce_sum)
+        t2 = time.time()
+        record = step_metrics(episodes, advantages.cpu(), groups, stats, accelerator, t1 - t0, t2 - t1)
+        record["step"] = step + 1
+        run.log(record)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            last_eval = held_out_eval(step + 1)
+        bar.set_postfix(reward=f"{record['reward_mean']:.2f}", success=f"{record['success_rate']:.2f}",
+                        held_out=f"{last_eval:.2f}")
+        bar.write(f"step {step + 1:4d}  reward {record['reward_mean']:.3f}  success {record['success_rate']:.3f}  "
+                  f"adv_std {record['adv_std']:.2f}  zero_adv_groups {record['zero_adv_group_frac']:.2f}  "
+                  f"M {record['correction_mean']:.3f}+-{record['correction_std']:.3f}  kl {record['kl']:.4f}  "
+                  f"turns {record['turns_mean']:.2f}  tok/s {record['rollout_tokens_per_s']:.0f}  "
+                  f"{record['step_seconds']:.1f}s") if accelerator.is_main_process else None
+        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
+            run.save(policy, {"step": step + 1})
+    if accelerator.is_main_process:
+        policy.model.save_pretrained(os.path.join(args.out, "adapter"))
+        print(f"held-out success {last_eval:.3f}; adapter in {os.path.join(args.out, 'adapter')}")
+
+
+def check_context(policy, env, task, sampling):
+    """Fail before training, in one line, if even the first prompt and one turn do not fit."""
+    from rollout import render_prompt
+    n = len(render_prompt(policy.tokenizer, env.reset(task), env.tools, policy.chat_kwargs))
+    if n + sampling.max_new_tokens > sampling.max_context:
+        raise SystemExit(f"error: the first prompt has {n} tokens, and a turn up to {sampling.max_new_tokens} more: "
+                         f"raise --max_context above {n + sampling.max_new_tokens}")
+
+
+def step_metrics(episodes, advantages, groups, stats, accelerator, rollout_s, train_s):
+    """One step's metrics over all ranks' episodes (gathered), and the sweep's statistics."""
+    per_episode = torch.tensor([[e.reward, e.success, e.truncated, e.malformed, e.unterminated, len(e.turn_spans),
+                                 sum(end - start for start, end in e.turn_spans)] for e in episodes], dtype=torch.float64)
+    # a group whose advantages are all zero carries no signal (all equal rewards: too easy, too hard, truncated)
+    zero_groups = torch.tensor([[float((advantages[groups == g] == 0).all()), 1.0] for g in groups.unique()])
+    device = accelerator.device
+    per_episode = accelerator.gather(per_episode.to(device)).cpu()
+    adv = accelerator.gather(advantages.to(device)).cpu()
+    zero_groups = accelerator.reduce(zero_groups.sum(0).to(device), reduction="sum").cpu()
+    policy_tokens = per_episode[:, 6].sum().item()
+    return {
+        "reward_mean": per_episode[:, 0].mean().item(),
+        "success_rate": per_episode[:, 1].mean().item(),
+        "world_size": accelerator.num_processes,
+        "episodes": len(per_episode),
+        "truncated_frac": per_episode[:, 2].mean().item(),
+        "malformed_turns": int(per_episode[:, 3].sum()),
+        "unterminated_turns": int(per_episode[:, 4].sum()),
+        "turns_mean": per_episode[:, 5].mean().item(),
+        "adv_mean": adv.mean().item(), "adv_std": adv.std().item(), "adv_min": adv.min().item(), "adv_max": adv.max().item(),
+        "zero_adv_group_frac": (zero_groups[0] / zero_groups[1]).item(),
+        "correction_mean": stats["correction_mean"], "correction_std": stats["correction_std"],
+        "kl": stats["kl"],
+        "optimizer_steps": stats["optimizer_steps"], "skipped_steps": stats["skipped_steps"],
+        "grad_norm": stats["grad_norm"],
+        "rollout_tokens_per_s": policy_tokens / max(rollout_s, 1e-9),
+        "rollout_seconds": rollout_s, "train_seconds": train_s, "step_seconds": rollout_s + train_s,
+        "turn_stats": {str(t): s for t, s in stats["turns"].items()},
+    }
+
+
+if __name__ == "__main__":
+    main()
