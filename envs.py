@@ -151,11 +151,15 @@ class GuessEnv:
     optimal_success = 1.0
 
 
-ENVS = {"lookup": LookupEnv, "guess": GuessEnv}
+ENVS = {"lookup": LookupEnv, "guess": GuessEnv}  # the toy environments (the tiny model warms up on these)
+ENV_NAMES = (*ENVS, "bfcl")  # bfcl.py: BFCL v4 multi-turn, needs the optional bfcl-eval package
 
 
 def make_env(name, **kwargs):
     """A fresh environment object for one episode."""
+    if name == "bfcl":
+        from bfcl import BfclEnv
+        return BfclEnv(**kwargs)
     if name not in ENVS:
-        raise SystemExit(f"error: unknown env '{name}'; choose one of {', '.join(ENVS)}")
+        raise SystemExit(f"error: unknown env '{name}'; choose one of {', '.join(ENV_NAMES)}")
     return ENVS[name](**kwargs)

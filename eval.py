@@ -1,18 +1,24 @@
-"""Measurement: success rate and pass@k on held-out tasks, for the base policy and a trained adapter.
+"""Measurement: success rate and pass@k on held-out tasks (base policy and a trained adapter side by side),
+transcripts of episodes, and plots of finished runs.
 
-    python eval.py --adapter runs/default/adapter              # base vs adapter, side by side
-    python eval.py --env guess --samples 8 --k 1 4 8
+    python eval.py --adapter runs/default/adapter              # base vs adapter, a small table
+    python eval.py --adapter runs/default/adapter --show 2     # ...and two held-out episodes of each
+    python eval.py --env bfcl --adapter DIR/adapter            # per BFCL category + the multi-turn mean
+    python eval.py --plot runs/default                         # runs/default/plot.png from metrics.jsonl
 
 `evaluate()` is the one function every measurement goes through: train.py calls it for the held-out
-`eval_success_rate`, bench/compare.py for its table. It samples `samples` episodes of each task with
-rollout(), exactly as training does (same temperature), and returns per-task success counts; `summarize`
-turns counts into the success rate (the mean over all episodes) and the unbiased pass@k estimator.
-The base policy is the same model with the adapter disabled: one copy of the weights for both columns.
+`eval_success_rate`, bench/compare.py through train.py. It samples `samples` episodes of each task with
+rollout(), exactly as training does, and returns per-task success counts; `summarize` turns counts into
+the success rate (the mean over all episodes) and the unbiased pass@k estimator. The base policy is the
+same model with the adapter disabled: one copy of the weights for both columns. `transcript()` renders an
+episode from the token ids that were trained on; `plot_runs()` draws metrics.jsonl files (one run, or
+several per method with a band across them).
 """
 
 import json
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
@@ -20,9 +26,11 @@ import torch
 import envs
 from rollout import Sampling, load_policy, rollout
 
+BFCL_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
+
 
 def evaluate(policy, env_name, tasks, samples, sampling, seed=0, reference=False, env_kwargs=None):
-    """Per-task success counts over `samples` episodes each (and the episodes, for transcripts)."""
+    """Per-task success counts over `samples` episodes each, and the episodes (for transcripts)."""
     torch.manual_seed(seed)  # the same draws for every evaluation: curves compare like with like
     episodes = rollout(policy, env_name, tasks, samples, sampling, env_kwargs, reference=reference)
     counts = [0] * len(tasks)
@@ -44,9 +52,84 @@ def summarize(counts, samples, ks=(1,)):
     return out
 
 
+def transcript(episode, tokenizer, color=False):
+    """An episode as a conversation, decoded from the token ids trained on. The policy's own tokens -- the
+    only ones that carry loss -- are shown between >>> and <<< (green with color=True)."""
+    on, off = ("\033[32m", "\033[0m") if color else (">>>", "<<<")
+    ids, parts, last = episode.token_ids, [], 0
+    for start, end in episode.turn_spans:
+        parts += [tokenizer.decode(ids[last:start]), on + tokenizer.decode(ids[start:end]) + off]
+        last = end
+    parts.append(tokenizer.decode(ids[last:]))
+    flags = [f"{n} {what}" for n, what in [(episode.malformed, "malformed turns"),
+                                            (episode.unterminated, "unterminated turns")] if n]
+    end = f"\n[ended: {episode.outcome}] reward {episode.reward:g}, {'success' if episode.success else 'failure'}"
+    return "".join(parts) + end + (f" ({', '.join(flags)})" if flags else "")
+
+
+def plot_runs(runs, png):
+    """Curves of finished runs: {label: [run dir, ...]} -> a PNG of training reward, held-out success, the
+    spread of the correction M_j per turn, and the KL, against sampled episodes; with several runs per
+    label, the mean and a band of +-1 std across them."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("error: plotting needs matplotlib: pip install matplotlib==3.11.2")
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    panels = [(axes[0, 0], "reward_mean", "training reward"), (axes[0, 1], "eval_success_rate", "held-out success"),
+              (axes[1, 0], "correction_std", "correction M_j: std per turn (0 = first)"), (axes[1, 1], "kl", "KL to base")]
+    for label, dirs in runs.items():
+        for ax, key, _ in panels:
+            series = [_series(d, key) for d in dirs]
+            for name, (x, ys) in _align(series).items():
+                mean = [sum(col) / len(col) for col in ys]
+                std = [(sum((v - m) ** 2 for v in col) / len(col)) ** 0.5 for col, m in zip(ys, mean)]
+                line, = ax.plot(x, mean, label=f"{label}{name}", lw=1.5)
+                if len(dirs) > 1:
+                    ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                                    color=line.get_color(), alpha=0.2)
+    for ax, _, title in panels:
+        ax.set_title(title)
+        ax.set_xlabel("sampled episodes")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat:
+        if any(line.get_label() for line in ax.get_lines()):
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    return png
+
+
+def _series(run_dir, key):
+    """{name: [(sampled episodes, value)]} of one run; the correction is one series per turn."""
+    out, episodes = {}, 0
+    for line in open(os.path.join(run_dir, "metrics.jsonl")):
+        r = json.loads(line)
+        episodes += r.get("episodes", 0)
+        if key == "correction_std" and "turn_stats" in r:
+            for turn, stats in r["turn_stats"].items():
+                out.setdefault(f" turn {turn}", []).append((episodes, stats["correction_std"]))
+        elif key in r:
+            out.setdefault("", []).append((episodes, r[key]))
+    return out
+
+
+def _align(series):
+    """Runs of one label -> {name: (x, [values of each run at x])}, over the x values all runs share."""
+    out = {}
+    for name in set().union(*series):
+        points = [dict(s.get(name, [])) for s in series]
+        xs = sorted(set.intersection(*[set(p) for p in points]))
+        if xs:
+            out[name] = (xs, [[p[x] for p in points] for x in xs])
+    return out
+
+
 @dataclass
 class EvalArgs:
-    env: Literal[tuple(envs.ENVS)] = field(default="lookup", metadata={"help": "environment"})
+    env: Literal[envs.ENV_NAMES] = field(default="lookup", metadata={"help": "environment"})
     model: str = field(default="tiny", metadata={"help": "base model: tiny, a Hub name or a local folder"})
     adapter: str = field(default="", metadata={"help": "a saved adapter folder (train.py's OUT/adapter)"})
     tasks: int = field(default=200, metadata={"help": "held-out tasks to evaluate (the first N of the test split)"})
@@ -55,31 +138,52 @@ class EvalArgs:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0 = greedy)"})
     max_new_tokens: int = field(default=16, metadata={"help": "most tokens per turn"})
     max_context: int = field(default=1024, metadata={"help": "most tokens per episode"})
+    categories: list[str] = field(default_factory=lambda: list(BFCL_CATEGORIES), metadata={"help": "BFCL categories"})
+    max_tool_output: int = field(default=2000, metadata={"help": "BFCL: truncate longer tool outputs"})
     thinking: bool = field(default=False, metadata={"help": "Qwen3: let the model think"})
     seed: int = field(default=0, metadata={"help": "seed of the tiny model and of the sampling"})
+    show: int = field(default=0, metadata={"help": "print this many held-out episodes of each policy"})
+    plot: str = field(default="", metadata={"help": "plot this run folder's metrics.jsonl to DIR/plot.png, and stop"})
     out: str = field(default="", metadata={"help": "write the results as JSON here"})
 
 
-def main():
+def main(argv=None):
     from transformers import HfArgumentParser
-    args = HfArgumentParser(EvalArgs).parse_args_into_dataclasses()[0]
+    args = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(argv)[0]
+    if args.plot:
+        print(plot_runs({"": [args.plot]}, os.path.join(args.plot, "plot.png")))
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.model, seed=args.seed, adapter=args.adapter or None, thinking=args.thinking, device=device)
-    tasks = envs.make_env(args.env).tasks("test")[: args.tasks]
     sampling = Sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens, max_context=args.max_context)
+    variants = {args.env: {}}
+    if args.env == "bfcl":
+        variants = {c: {"category": c, "max_tool_output": args.max_tool_output} for c in args.categories}
     columns = {"base": True, "adapter": False} if args.adapter else {"base": True}
-    results = {}
-    for name, reference in columns.items():
-        counts, _ = evaluate(policy, args.env, tasks, args.samples, sampling, args.seed, reference)
-        results[name] = summarize(counts, args.samples, args.k)
-    keys = [k for k in results["base"] if k not in ("tasks", "samples")]
-    print(f"{args.env}: {len(tasks)} held-out tasks x {args.samples} samples, temperature {args.temperature}")
-    print(f"{'':14}" + "".join(f"{name:>10}" for name in results))
-    for key in keys:
-        print(f"{key:14}" + "".join(f"{results[name][key]:10.3f}" for name in results))
+    results, shown = {}, {}
+    for label, env_kwargs in variants.items():
+        tasks = envs.make_env(args.env, **env_kwargs).tasks("test")[: args.tasks]
+        for name, reference in columns.items():
+            counts, episodes = evaluate(policy, args.env, tasks, args.samples, sampling, args.seed, reference, env_kwargs)
+            results.setdefault(label, {})[name] = summarize(counts, args.samples, args.k)
+            shown[name] = episodes[:: args.samples][: args.show]  # the first sample of the first tasks
+        for i in range(args.show):
+            for name in columns:
+                print(f"\n===== {label} held-out task {i}, {name} policy =====")
+                print(transcript(shown[name][i], policy.tokenizer, color=os.isatty(1)))
+    if args.env == "bfcl":  # the leaderboard's multi-turn score: the unweighted mean over categories
+        results["multi_turn_mean"] = {name: {"success_rate": sum(results[c][name]["success_rate"] for c in variants)
+                                             / len(variants)} for name in columns}
+    print(f"\n{args.env}: {args.tasks} held-out tasks (at most) x {args.samples} samples, temperature {args.temperature}")
+    print(f"{'':36}" + "".join(f"{name:>10}" for name in columns))
+    for label, by_column in results.items():
+        for key in by_column["base"]:
+            if key not in ("tasks", "samples"):
+                row = f"{label if len(results) > 1 else ''} {key}".strip()
+                print(f"{row:36}" + "".join(f"{by_column[name][key]:10.3f}" for name in columns))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
+            json.dump({"args": asdict(args), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

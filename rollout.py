@@ -357,6 +357,7 @@ class Episode:
     truncated: bool = False     # ended by the context limit, not by the environment
     malformed: int = 0          # turns the environment could not parse
     unterminated: int = 0       # turns cut at max_new_tokens without an end-of-turn token
+    outcome: str = ""           # why it ended: the environment's last reply, or what cut it short
     env: object = field(default=None, repr=False)
 
     @property
@@ -410,6 +411,7 @@ def rollout(policy, env_name, tasks, group_size, sampling, env_kwargs=None, refe
         for e in episodes:
             if not e.done and len(e.token_ids) + sampling.max_new_tokens > sampling.max_context:
                 e.done = e.truncated = True  # the next turn might not fit: end here, reward 0
+                e.outcome = f"truncated: the next turn could pass --max_context {sampling.max_context}"
         active = [e for e in episodes if not e.done]
         if not active:
             return episodes
@@ -421,12 +423,14 @@ def rollout(policy, env_name, tasks, group_size, sampling, env_kwargs=None, refe
             if not ids or ids[-1] not in policy.stop_ids:  # an endless turn: end the episode, reward 0
                 e.unterminated += 1
                 e.done = True
+                e.outcome = f"no end-of-turn token within --max_new_tokens {sampling.max_new_tokens}"
                 continue
             text = tokenizer.decode(ids[:-1])
             reply, e.done, reward, info = e.env.step(text)
             e.malformed += bool(info.get("malformed"))
             if e.done:
                 e.reward, e.success = float(reward), bool(info.get("success", reward > 0))
+                e.outcome = " | ".join(m.get("content") or "" for m in reply)
             else:
                 e.token_ids = e.token_ids + render_reply(tokenizer, reply, policy.chat_kwargs)
 

@@ -39,7 +39,7 @@ def arg(default, help):
 
 @dataclass
 class Args:
-    env: Literal[tuple(envs.ENVS)] = arg("lookup", "environment")
+    env: Literal[envs.ENV_NAMES] = arg("lookup", "environment (bfcl: see README, needs bfcl-eval)")
     model: str = arg("tiny", "policy: tiny (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a local folder")
     algo: Literal[seeupo.ALGOS] = arg("seeupo", "seeupo, or an all-turns baseline: grpo | gspo | reinforce")
     order: Literal[seeupo.ORDERS] = arg("reverse", "seeupo's turn order: reverse (SeeUPO) | sequential | random")
@@ -71,6 +71,10 @@ class Args:
     bf16: bool = arg(False, "bfloat16 base weights (GPU)")
     gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass")
     thinking: bool = arg(False, "Qwen3: let the model think (<think> blocks)")
+    bfcl_category: Literal[("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param",
+                             "multi_turn_long_context")] = arg("multi_turn_base", "BFCL v4 category to train on")
+    bfcl_dense: bool = arg(False, "BFCL: reward = fraction of leading user turns that pass (eval stays binary)")
+    max_tool_output: int = arg(2000, "BFCL: tool outputs longer than this many characters are truncated, marked")
     eval_every: int = arg(10, "held-out evaluation every N steps (and at the start and the end)")
     eval_tasks: int = arg(128, "held-out tasks per evaluation")
     eval_samples: int = arg(2, "episodes per held-out task")
@@ -168,8 +172,8 @@ def main(argv=None):
     if args.resume and not checkpoint and accelerator.is_main_process:
         print(f"no checkpoint in {args.out}: starting from step 0")
     os.makedirs(args.out, exist_ok=True)
-    env = envs.make_env(args.env, **({"max_turns": args.max_turns} if args.max_turns else {}))
-    env_kwargs = {"max_turns": env.max_turns}
+    env_kwargs = make_env_kwargs(args)
+    env = envs.make_env(args.env, **env_kwargs)
     train_tasks, test_tasks = env.tasks("train"), env.tasks("test")[: args.eval_tasks]
     sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens, args.max_context, args.gen_batch_size)
 
@@ -240,6 +244,14 @@ def main(argv=None):
     if accelerator.is_main_process:
         policy.model.save_pretrained(os.path.join(args.out, "adapter"))
         print(f"held-out success {last_eval:.3f}; adapter in {os.path.join(args.out, 'adapter')}")
+
+
+def make_env_kwargs(args):
+    """What envs.make_env needs besides the name; training and its evaluations share it."""
+    kwargs = {"max_turns": args.max_turns} if args.max_turns else {}
+    if args.env == "bfcl":
+        kwargs.update(category=args.bfcl_category, dense_reward=args.bfcl_dense, max_tool_output=args.max_tool_output)
+    return kwargs
 
 
 def check_context(policy, env, task, sampling):
