@@ -14,6 +14,7 @@ Several processes on a CPU (other launch lines silently give one, or two lone, p
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py
 """
 
+import importlib.util
 import json
 import os
 import random
@@ -29,7 +30,7 @@ from transformers import HfArgumentParser
 
 import envs
 import seeupo
-from eval import evaluate, summarize
+from eval import evaluate, plot_runs, summarize, transcript
 from rollout import Sampling, load_policy, rollout, turn_samples
 
 
@@ -79,6 +80,8 @@ class Args:
     eval_tasks: int = arg(128, "held-out tasks per evaluation")
     eval_samples: int = arg(2, "episodes per held-out task")
     save_every: int = arg(10, "checkpoint every N steps (and at the end)")
+    show_every: int = arg(0, "print one sampled episode every N steps (also to OUT/samples.jsonl); 0: never")
+    plot: bool = arg(False, "at the end, plot metrics.jsonl to OUT/plot.png (needs matplotlib)")
     out: str = arg("runs/default", "folder for everything the run writes")
     resume: bool = arg(False, "continue the run in --out from its checkpoint")
     seed: int = arg(0, "seed of everything (the tiny model too)")
@@ -94,6 +97,7 @@ def parse_args(argv=None):
         (args.minibatches < 1 or args.ppo_epochs < 1) and "--minibatches and --ppo_epochs must be >= 1",
         args.algo != "seeupo" and (args.order != "reverse" or not args.correction)
         and "--order and --no-correction belong to --algo seeupo",
+        args.plot and not importlib.util.find_spec("matplotlib") and "--plot needs: pip install matplotlib==3.11.2",
     ]
     for problem in problems:
         if problem:
@@ -102,16 +106,17 @@ def parse_args(argv=None):
 
 
 class Run:
-    """The files of --out: metrics.jsonl (append) and the checkpoint (replaced atomically)."""
+    """The files of --out: metrics.jsonl and samples.jsonl (appended), the checkpoint (replaced atomically)."""
 
     def __init__(self, accelerator, out):
         self.accelerator, self.out = accelerator, out
         self.metrics = os.path.join(out, "metrics.jsonl")
+        self.samples = os.path.join(out, "samples.jsonl")
         self.checkpoint = os.path.join(out, "checkpoint")
 
-    def log(self, record):
+    def log(self, record, path=None):
         if self.accelerator.is_main_process:
-            with open(self.metrics, "a") as f:
+            with open(path or self.metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     def save(self, policy, state):
@@ -138,21 +143,22 @@ class Run:
                 return path
         return None
 
-    def rewind_metrics(self, step):
-        """Keep the metrics lines up to the checkpoint's step (drop what a killed run wrote after it)."""
-        if not self.accelerator.is_main_process or not os.path.exists(self.metrics):
-            return
-        kept = []
-        for line in open(self.metrics):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by the kill
-            if record["step"] <= step:
-                kept.append(json.dumps(record) + "\n")
-        with open(self.metrics + ".tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(self.metrics + ".tmp", self.metrics)
+    def rewind(self, step):
+        """Keep the lines up to the checkpoint's step (drop what a killed run wrote after it)."""
+        for path in (self.metrics, self.samples):
+            if not self.accelerator.is_main_process or not os.path.exists(path):
+                continue
+            kept = []
+            for line in open(path):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by the kill
+                if record["step"] <= step:
+                    kept.append(json.dumps(record) + "\n")
+            with open(path + ".tmp", "w") as f:
+                f.writelines(kept)
+            os.replace(path + ".tmp", path)
 
 
 def main(argv=None):
@@ -189,9 +195,10 @@ def main(argv=None):
     if checkpoint:
         accelerator.load_state(checkpoint)
         progress = json.load(open(os.path.join(checkpoint, "progress.json")))
-        run.rewind_metrics(progress["step"])
+        run.rewind(progress["step"])
     elif accelerator.is_main_process:
         open(run.metrics, "w").close()
+        open(run.samples, "w").close()
         with open(os.path.join(args.out, "args.json"), "w") as f:
             json.dump(asdict(args), f, indent=1)
 
@@ -239,11 +246,18 @@ def main(argv=None):
                   f"M {record['correction_mean']:.3f}+-{record['correction_std']:.3f}  kl {record['kl']:.4f}  "
                   f"turns {record['turns_mean']:.2f}  tok/s {record['rollout_tokens_per_s']:.0f}  "
                   f"{record['step_seconds']:.1f}s") if accelerator.is_main_process else None
+        if args.show_every and (step + 1) % args.show_every == 0:  # rank 0's first episode, as trained on
+            text = transcript(episodes[0], policy.tokenizer)
+            bar.write(f"--- step {step + 1}: a sampled episode (>>> policy tokens <<< carry the loss) ---\n{text}")
+            run.log({"step": step + 1, "task": episodes[0].task, "reward": episodes[0].reward,
+                     "success": episodes[0].success, "transcript": text}, run.samples)
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             run.save(policy, {"step": step + 1})
     if accelerator.is_main_process:
         policy.model.save_pretrained(os.path.join(args.out, "adapter"))
         print(f"held-out success {last_eval:.3f}; adapter in {os.path.join(args.out, 'adapter')}")
+        if args.plot:
+            print(f"plot: {plot_runs({'': [args.out]}, os.path.join(args.out, 'plot.png'))}")
 
 
 def make_env_kwargs(args):

@@ -152,3 +152,14 @@ def test_unknown_model_is_a_one_line_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit, match="cannot load model 'no-such/model'.*--model tiny"):
         load_policy("no-such/model")
+
+
+def test_transcripts_are_rendered_from_the_trained_token_ids(policy):
+    from eval import transcript
+    e = oracle_episodes(policy, n=1)[0]
+    text = transcript(e, policy.tokenizer)
+    ask, code = e.task["ask"], e.task["codes"][e.task["ask"]]
+    assert f">>>get({ask})<|im_end|><<<" in text and f">>>answer({code})<|im_end|><<<" in text
+    assert f"\n<|im_start|>user\n{ask} has {code}<|im_end|>" in text  # the reply: no loss, not marked
+    assert text.endswith("[ended: correct] reward 1, success")
+    assert text.count(">>>") == len(e.turn_spans)

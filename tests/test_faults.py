@@ -1,0 +1,119 @@
+"""Nothing lost, nothing crashes: a SIGKILL mid-step, a crash while saving, garbled model output, numerical
+extremes, typos in flags, and two processes that must reproduce themselves."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from seeupo import SweepConfig, TurnSample, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--tasks_per_step", "4", "--group_size", "4", "--eval_tasks", "8", "--ppo_epochs", "1", "--minibatches", "2"]
+TIMING = {"rollout_tokens_per_s", "rollout_seconds", "train_seconds", "step_seconds"}
+
+
+def train(*args, env=None, launcher=(sys.executable,), check=True):
+    out = subprocess.run([*launcher, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=1200,
+                         env={**os.environ, **(env or {})})
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def lines(path):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in open(path)]
+
+
+def adapter(out):
+    return load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
+
+
+def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path):
+    flags = [*SMALL, "--steps", "4", "--save_every", "1", "--eval_every", "2", "--show_every", "1"]
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    train(*flags, "--out", whole)
+
+    proc = subprocess.Popen([sys.executable, "train.py", *flags, "--out", killed], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = os.path.join(killed, "checkpoint", "progress.json")
+    while not (os.path.exists(progress) and json.load(open(progress))["step"] >= 2):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # step 3 is under way: its rollout or its sweep
+    assert proc.wait() == -signal.SIGKILL
+    train(*flags, "--resume", "--out", killed)
+
+    # the same step counter, metrics, samples, adapter (so the same optimizer state and RNG draws)
+    assert lines(os.path.join(killed, "metrics.jsonl")) == lines(os.path.join(whole, "metrics.jsonl"))
+    assert lines(os.path.join(killed, "samples.jsonl")) == lines(os.path.join(whole, "samples.jsonl"))
+    a, b = adapter(whole), adapter(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_crash_while_saving_never_loses_the_last_checkpoint(tmp_path):
+    out = str(tmp_path / "run")
+    train(*SMALL, "--steps", "1", "--out", out)
+    ckpt = os.path.join(out, "checkpoint")
+    os.makedirs(ckpt + ".tmp")  # a save that died half-way: ignored
+    open(os.path.join(ckpt + ".tmp", "garbage"), "w").write("half")
+    os.replace(ckpt, ckpt + ".old")  # and one that died between its two renames: the old one is used
+    train(*SMALL, "--steps", "2", "--resume", "--out", out)
+    assert [r["step"] for r in lines(os.path.join(out, "metrics.jsonl")) if "reward_mean" in r] == [1, 2]
+    assert json.load(open(os.path.join(ckpt, "progress.json")))["step"] == 2
+
+
+def test_two_processes_reproduce_themselves_and_share_statistics(tmp_path):
+    launcher = ("accelerate", "launch", "--multi_gpu", "--num_processes", "2")
+    outs = [str(tmp_path / f"run{i}") for i in range(2)]
+    for out in outs:
+        train(*SMALL, "--steps", "2", "--out", out, launcher=launcher, env={"ACCELERATE_USE_CPU": "1"})
+    first, second = (lines(os.path.join(out, "metrics.jsonl")) for out in outs)
+    assert first == second
+    for step in (r for r in first if "reward_mean" in r):
+        assert step["world_size"] == 2 and step["episodes"] == 16
+        # batch normalisation over the gathered batch: std exactly 1 (per-rank would give (n-1)/(N-1) != 1)
+        assert step["adv_std"] == pytest.approx(1.0, abs=1e-5) or step["zero_adv_group_frac"] == 1.0
+        assert sum(t["n"] for t in step["turn_stats"].values()) == round(step["turns_mean"] * step["episodes"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--order", "backwards"], "argument --order: invalid choice: 'backwards'"),
+    (["--env", "appworld"], "argument --env: invalid choice: 'appworld'"),
+    (["--group_size", "1"], "--group_size must be >= 2"),
+    (["--qlora"], "--qlora needs a CUDA GPU"),
+    (["--model", "no-such/model"], "cannot load model 'no-such/model'"),
+    (["--max_context", "40"], "the first prompt has"),
+    (["--tasks_per_step", "0"], "--tasks_per_step must be >= 1"),
+])
+def test_bad_configuration_is_one_line_that_says_what_to_do(args, message, tmp_path):
+    if "--qlora" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = train(*args, "--out", str(tmp_path / "run"), env={"HF_HUB_OFFLINE": "1"}, check=False)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoint")
+
+
+def test_extreme_log_prob_differences_never_reach_the_weights_as_nan():
+    table = torch.nn.Parameter(torch.zeros(2, 3))
+    calls = []
+
+    def drifting(samples, reference=False):  # every call far from the last: |log-ratio| ~ 1e4
+        calls.append(1)
+        logp = table[[0] * len(samples)].log_softmax(-1)[:, :1] + 1e4 * (-1) ** len(calls)
+        return logp, torch.ones_like(logp, dtype=torch.bool)
+
+    optimizer = torch.optim.SGD([table], lr=0.1)
+    samples = [TurnSample(j, 0, 1, None) for j in range(4)]
+    stats = sweep(drifting, optimizer, samples, torch.tensor([3.0, -3.0, 1.0, -1.0]),
+                  SweepConfig(kl_coef=0.1, ppo_epochs=2), num_turns=1)
+    assert torch.isfinite(table).all()
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in stats["turns"][0].values())
+    assert 0.8 <= stats["correction_mean"] <= 1.2
