@@ -144,17 +144,17 @@ def micro_batches(indices, costs, token_budget):
     return out + [batch] if batch else out
 
 
-def _logprobs(logprob_fn, samples, cfg, reference=False):
-    """No-grad log-probs of all samples, micro-batched, as one [N, A] tensor and mask, rows in sample order."""
+def _logprobs(logprob_fn, samples, cfg, device, reference=False):
+    """No-grad log-probs of all samples, micro-batched, as one [N, A] tensor and mask, rows in sample order.
+    (A rank may have no sample of a turn that others have: then N = 0, still on the right device.)"""
     parts = {}
     with torch.no_grad():
         for mb in micro_batches(range(len(samples)), [s.cost for s in samples], cfg.token_budget):
             lp, m = logprob_fn([samples[i] for i in mb], reference)
             parts.update({i: (lp[k].float(), m[k]) for k, i in enumerate(mb)})
     width = max([lp.shape[0] for lp, _ in parts.values()], default=1)
-    logp, mask = torch.zeros(len(samples), width), torch.zeros(len(samples), width, dtype=torch.bool)
-    if parts:
-        logp, mask = logp.to(parts[0][0].device), mask.to(parts[0][0].device)
+    logp = torch.zeros(len(samples), width, device=device)
+    mask = torch.zeros(len(samples), width, dtype=torch.bool, device=device)
     for i, (lp, m) in parts.items():
         logp[i, : len(lp)], mask[i, : len(m)] = lp, m
     return logp, mask
@@ -203,8 +203,8 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
         if n_global == 0:
             continue  # no episode on any rank reached turn t
         ep = torch.tensor([s.episode for s in S], dtype=torch.long, device=advantages.device)
-        old_logp, mask = _logprobs(logprob_fn, S, cfg)
-        ref_logp = _logprobs(logprob_fn, S, cfg, reference=True)[0] if cfg.kl_coef else None
+        old_logp, mask = _logprobs(logprob_fn, S, cfg, advantages.device)
+        ref_logp = _logprobs(logprob_fn, S, cfg, advantages.device, reference=True)[0] if cfg.kl_coef else None
         adv_hat = advantages[ep] * correction[ep]
         applied.append(correction[ep].clone())
         turn_tally = {"loss": 0.0, "kl": 0.0, "clipped": 0.0}
@@ -213,7 +213,7 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
             for k in range(cfg.minibatches):
                 _optimizer_step(logprob_fn, optimizer, params, S, order[k :: cfg.minibatches], old_logp, ref_logp,
                                 adv_hat, cfg, reduce_sum, tally, turn_tally)
-        new_logp = _logprobs(logprob_fn, S, cfg)[0]
+        new_logp = _logprobs(logprob_fn, S, cfg, advantages.device)[0]
         updated, ratio = correction_update(correction[ep], new_logp, old_logp, mask, cfg.correction_clip)
         if per_turn and cfg.correction:
             correction[ep] = updated

@@ -117,3 +117,63 @@ def test_extreme_log_prob_differences_never_reach_the_weights_as_nan():
     assert torch.isfinite(table).all()
     assert all(torch.isfinite(torch.tensor(v)).all() for v in stats["turns"][0].values())
     assert 0.8 <= stats["correction_mean"] <= 1.2
+
+
+class _Table(torch.nn.Module):
+    """A two-turn tabular policy; sample.data = (row, action)."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor([[0.5, 0.0, -0.5], [0.0, 0.3, 0.0], [0.2, 0.0, 0.1]]))
+
+    def forward(self, samples, reference=False):
+        rows = torch.tensor([s.data[0] for s in samples])
+        logp = self.table[rows].log_softmax(-1).gather(1, torch.tensor([[s.data[1]] for s in samples]))
+        return logp, torch.ones_like(logp, dtype=torch.bool)
+
+
+def _batch(episodes, turns):
+    """Episodes j (local index) with their turns: turn 0 from row 0, turn 1 from row 1 + j % 2."""
+    return [TurnSample(j, t, 1, (0 if t == 0 else 1 + j % 2, (j + t) % 3)) for j in range(episodes) for t in range(turns)]
+
+
+def _sweep(policy, samples, advantages, reduce_sum):
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
+    return sweep(policy, optimizer, samples, advantages, SweepConfig(ppo_epochs=2, kl_coef=0.1), num_turns=2,
+                 reduce_sum=reduce_sum)
+
+
+def _rank(rank, port, results):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+
+    def reduce_sum(x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    policy = _Table()
+    # rank 0: four episodes with two turns; rank 1: two episodes that never reached turn 1
+    samples, advantages = (_batch(4, 2), torch.tensor([1.0, -1.0, 0.5, -0.5])) if rank == 0 else \
+        (_batch(2, 1), torch.tensor([2.0, -2.0]))
+    stats = _sweep(policy, samples, advantages, reduce_sum)
+    results[rank] = (policy.table.detach().clone(), stats["turns"][0]["n"], stats["correction_mean"])
+    dist.destroy_process_group()
+
+
+def test_the_gradient_all_reduce_is_exact_even_for_a_rank_without_a_turn():
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_rank, args=(port, results), nprocs=2)
+    # one process, the union of both ranks' samples (rank 1's episodes renumbered 4, 5)
+    single = _Table()
+    union = _batch(4, 2) + [TurnSample(4 + s.episode, s.turn, s.cost, s.data) for s in _batch(2, 1)]
+    stats = _sweep(single, union, torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0]), lambda x: x)
+    for rank in (0, 1):
+        table, n, correction = results[rank]
+        assert torch.allclose(table, single.table.detach(), atol=1e-6)
+        assert n == stats["turns"][0]["n"] == 6 and correction == pytest.approx(stats["correction_mean"], abs=1e-6)
