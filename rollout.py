@@ -13,9 +13,10 @@
   turn_samples()     episodes -> seeupo.TurnSample lists (per turn, or whole episode for the baselines)
 
 The embedded default `tiny`: a 0.8M-parameter Qwen3 (random init from the seed) with a small BPE
-tokenizer trained in code and a Qwen-style chat template, then WARMED UP with next-token loss on episodes of
-uniformly random well-formed actions on the toy environments' training tasks -- the format, never a reward
-nor a held-out task -- so that, like an instruct model, it speaks the action format but knows no strategy.
+tokenizer trained in code and a Qwen-style chat template, then WARMED UP with a language-model loss on whole
+transcripts of episodes of uniformly random well-formed actions on the toy environments' training tasks --
+the format, never a reward nor a held-out task -- so that, like an instruct model, it speaks the action
+format (and can copy from its context) but knows no strategy.
 Built offline in about a minute, once, and cached under ~/.cache/seeupo (SEEUPO_CACHE overrides).
 """
 
@@ -208,7 +209,9 @@ def load_policy(name="tiny", seed=0, adapter=None, lora_r=16, lora_alpha=32, lor
     else:
         model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                                                  target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
-    return Policy(model.to(device), tokenizer, chat_kwargs={"enable_thinking": thinking})
+    if not qlora:  # a 4-bit model is already placed by device_map, and refuses .to()
+        model = model.to(device)
+    return Policy(model, tokenizer, chat_kwargs={"enable_thinking": thinking})
 
 
 @dataclass
