@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 import envs
-from rollout import Sampling, load_policy, rollout
+from rollout import Sampling, check_context, load_policy, rollout
 
 BFCL_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
 
@@ -162,7 +162,9 @@ def main(argv=None):
     columns = {"base": True, "adapter": False} if args.adapter else {"base": True}
     results, shown = {}, {}
     for label, env_kwargs in variants.items():
-        tasks = envs.make_env(args.env, **env_kwargs).tasks("test")[: args.tasks]
+        env = envs.make_env(args.env, **env_kwargs)
+        tasks = env.tasks("test")[: args.tasks]
+        check_context(policy, env, tasks[0], sampling)
         for name, reference in columns.items():
             counts, episodes = evaluate(policy, args.env, tasks, args.samples, sampling, args.seed, reference, env_kwargs)
             results.setdefault(label, {})[name] = summarize(counts, args.samples, args.k)

@@ -202,7 +202,7 @@ def load_policy(name="tiny", seed=0, adapter=None, lora_r=16, lora_alpha=32, lor
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif gradient_checkpointing:
         # use_reentrant=False, or no gradient reaches the adapter when the inputs need none
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(seed)  # the same adapter init on every rank
     if adapter:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
@@ -400,6 +400,14 @@ def render_reply(tokenizer, reply, chat_kwargs=None):
                                          add_generation_prompt=True, **(chat_kwargs or {}))
     cut = text.index(END_OF_TURN, text.index(mark)) + len(END_OF_TURN)
     return tokenizer(text[cut:], add_special_tokens=False)["input_ids"]
+
+
+def check_context(policy, env, task, sampling):
+    """Stop before any rollout, in one line, if even the first prompt and one turn do not fit."""
+    n = len(render_prompt(policy.tokenizer, env.reset(task), env.tools, policy.chat_kwargs))
+    if n + sampling.max_new_tokens > sampling.max_context:
+        raise SystemExit(f"error: the first prompt has {n} tokens, and a turn up to {sampling.max_new_tokens} more: "
+                         f"raise --max_context above {n + sampling.max_new_tokens}")
 
 
 def rollout(policy, env_name, tasks, group_size, sampling, env_kwargs=None, reference=False):

@@ -239,10 +239,11 @@ def _optimizer_step(logprob_fn, optimizer, params, S, minibatch, old_logp, ref_l
         p.grad = torch.zeros_like(p)
     for micro in micro_batches(minibatch, [s.cost for s in S], cfg.token_budget):
         logp, mask = logprob_fn([S[i] for i in micro])
-        logp, old = logp.float(), old_logp[micro, : mask.shape[1]]
-        per_sample = LOSSES[cfg.algo](logp, old, mask, adv_hat[micro], cfg.clip_low, cfg.clip_high)
+        here = logp.device  # the policy's; the bookkeeping tensors may live elsewhere (advantages' device)
+        logp, old = logp.float(), old_logp[micro, : mask.shape[1]].to(here)
+        per_sample = LOSSES[cfg.algo](logp, old, mask, adv_hat[micro].to(here), cfg.clip_low, cfg.clip_high)
         if ref_logp is not None:
-            kl = kl_k3(logp, ref_logp[micro, : mask.shape[1]], mask)
+            kl = kl_k3(logp, ref_logp[micro, : mask.shape[1]].to(here), mask)
             per_sample = per_sample + cfg.kl_coef * kl
             turn_tally["kl"] += kl.sum().item()
         (per_sample.sum() / max(n_global, 1)).backward()

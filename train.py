@@ -31,7 +31,7 @@ from transformers import HfArgumentParser
 import envs
 import seeupo
 from eval import evaluate, plot_runs, summarize, transcript
-from rollout import Sampling, load_policy, rollout, turn_samples
+from rollout import Sampling, check_context, load_policy, rollout, turn_samples
 
 
 def arg(default, help):
@@ -76,10 +76,10 @@ class Args:
                              "multi_turn_long_context")] = arg("multi_turn_base", "BFCL v4 category to train on")
     bfcl_dense: bool = arg(False, "BFCL: reward = fraction of leading user turns that pass (eval stays binary)")
     max_tool_output: int = arg(2000, "BFCL: tool outputs longer than this many characters are truncated, marked")
-    eval_every: int = arg(10, "held-out evaluation every N steps (and at the start and the end)")
+    eval_every: int = arg(10, "held-out evaluation every N steps (and at the start and the end; 0: only those)")
     eval_tasks: int = arg(128, "held-out tasks per evaluation")
     eval_samples: int = arg(2, "episodes per held-out task")
-    save_every: int = arg(10, "checkpoint every N steps (and at the end)")
+    save_every: int = arg(10, "checkpoint every N steps (and at the end; 0: only there)")
     show_every: int = arg(0, "print one sampled episode every N steps (also to OUT/samples.jsonl); 0: never")
     plot: bool = arg(False, "at the end, plot metrics.jsonl to OUT/plot.png (needs matplotlib)")
     out: str = arg("runs/default", "folder for everything the run writes")
@@ -92,6 +92,7 @@ def parse_args(argv=None):
     problems = [
         args.group_size < 2 and "--group_size must be >= 2: a lone episode has no group to be relative to",
         args.steps < 1 and "--steps must be >= 1",
+        min(args.eval_every, args.save_every, args.show_every) < 0 and "--eval_every, --save_every, --show_every: >= 0",
         args.tasks_per_step < 1 and "--tasks_per_step must be >= 1",
         args.max_new_tokens >= args.max_context and "--max_context must be larger than --max_new_tokens",
         (args.minibatches < 1 or args.ppo_epochs < 1) and "--minibatches and --ppo_epochs must be >= 1",
@@ -237,7 +238,7 @@ def main(argv=None):
         record = step_metrics(episodes, advantages.cpu(), groups, stats, accelerator, t1 - t0, t2 - t1)
         record["step"] = step + 1
         run.log(record)
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+        if args.eval_every and (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             last_eval = held_out_eval(step + 1)
         bar.set_postfix(reward=f"{record['reward_mean']:.2f}", success=f"{record['success_rate']:.2f}",
                         held_out=f"{last_eval:.2f}")
@@ -251,7 +252,7 @@ def main(argv=None):
             bar.write(f"--- step {step + 1}: a sampled episode (>>> policy tokens <<< carry the loss) ---\n{text}")
             run.log({"step": step + 1, "task": episodes[0].task, "reward": episodes[0].reward,
                      "success": episodes[0].success, "transcript": text}, run.samples)
-        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
+        if args.save_every and (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             run.save(policy, {"step": step + 1})
     if accelerator.is_main_process:
         policy.model.save_pretrained(os.path.join(args.out, "adapter"))
@@ -266,15 +267,6 @@ def make_env_kwargs(args):
     if args.env == "bfcl":
         kwargs.update(category=args.bfcl_category, dense_reward=args.bfcl_dense, max_tool_output=args.max_tool_output)
     return kwargs
-
-
-def check_context(policy, env, task, sampling):
-    """Fail before training, in one line, if even the first prompt and one turn do not fit."""
-    from rollout import render_prompt
-    n = len(render_prompt(policy.tokenizer, env.reset(task), env.tools, policy.chat_kwargs))
-    if n + sampling.max_new_tokens > sampling.max_context:
-        raise SystemExit(f"error: the first prompt has {n} tokens, and a turn up to {sampling.max_new_tokens} more: "
-                         f"raise --max_context above {n + sampling.max_new_tokens}")
 
 
 def step_metrics(episodes, advantages, groups, stats, accelerator, rollout_s, train_s):

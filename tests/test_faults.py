@@ -3,7 +3,6 @@ extremes, typos in flags, and two processes that must reproduce themselves."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

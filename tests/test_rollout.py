@@ -163,3 +163,19 @@ def test_transcripts_are_rendered_from_the_trained_token_ids(policy):
     assert f"\n<|im_start|>user\n{ask} has {code}<|im_end|>" in text  # the reply: no loss, not marked
     assert text.endswith("[ended: correct] reward 1, success")
     assert text.count(">>>") == len(e.turn_spans)
+
+
+def test_gradient_checkpointing_gives_the_same_adapter_gradients(tmp_path):
+    """Activations recomputed in the backward pass: the LoRA gradients must still arrive, and be the same."""
+    tokenizer = tiny_tokenizer(0)
+    tiny_model(tokenizer, 0).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    grads = []
+    for checkpointing in (False, True):
+        policy = load_policy(str(tmp_path), seed=0, gradient_checkpointing=checkpointing)
+        samples = turn_samples(oracle_episodes(policy))
+        logp, mask = policy.turn_logprobs(samples)
+        (logp * mask).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.requires_grad]))
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)

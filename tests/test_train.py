@@ -29,6 +29,7 @@ def records(out_dir):
     (["--group_size", "1"], "--group_size must be >= 2"),
     (["--algo", "grpo", "--order", "random"], "--order and --no-correction belong to --algo seeupo"),
     (["--max_context", "16"], "--max_context must be larger than --max_new_tokens"),
+    (["--eval_every", "-1"], "--eval_every, --save_every, --show_every: >= 0"),
 ])
 def test_bad_flags_are_one_line_errors(argv, message):
     with pytest.raises(SystemExit, match=message):
@@ -67,7 +68,7 @@ def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path):
 
     again = run("--steps", "2", "--out", out, *SMALL, check=False)
     assert again.returncode == 1 and "already holds a run; pass --resume" in again.stderr
-    run("--steps", "3", "--eval_every", "1", "--resume", "--out", out, *SMALL)
+    run("--steps", "3", "--eval_every", "0", "--save_every", "0", "--resume", "--out", out, *SMALL)  # 0: at the end
     rows = records(out)
     assert [r["step"] for r in rows if "reward_mean" in r] == [1, 2, 3]
     assert [r["step"] for r in rows if "eval_success_rate" in r] == [0, 1, 2, 3]
