@@ -88,8 +88,9 @@ def plot_runs(runs, png):
                 std = [(sum((v - m) ** 2 for v in col) / len(col)) ** 0.5 for col, m in zip(ys, mean)]
                 line, = ax.plot(x, mean, label=f"{label}{name}", lw=1.5)
                 if len(dirs) > 1:
-                    ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                                    color=line.get_color(), alpha=0.2)
+                    low = [max(m - s, 1e-4) if key == "kl" else m - s for m, s in zip(mean, std)]  # log axis
+                    ax.fill_between(x, low, [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
+    axes[1, 1].set_yscale("log")  # one step's KL spike would flatten the rest
     for ax, _, title in panels:
         ax.set_title(title)
         ax.set_xlabel("sampled episodes")
@@ -110,7 +111,8 @@ def _series(run_dir, key):
         episodes += r.get("episodes", 0)
         if key == "correction_std" and "turn_stats" in r:
             for turn, stats in r["turn_stats"].items():
-                out.setdefault(f" turn {turn}", []).append((episodes, stats["correction_std"]))
+                if turn != "-1":  # the all-turns baselines have no correction
+                    out.setdefault(f" turn {turn}", []).append((episodes, stats["correction_std"]))
         elif key in r:
             out.setdefault("", []).append((episodes, r[key]))
     return out

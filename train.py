@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import psutil
 import torch
 from accelerate import Accelerator
 from tqdm import tqdm
@@ -85,6 +86,7 @@ class Args:
     out: str = arg("runs/default", "folder for everything the run writes")
     resume: bool = arg(False, "continue the run in --out from its checkpoint")
     seed: int = arg(0, "seed of everything (the tiny model too)")
+    cpu_threads: int = arg(0, "torch threads per process on a CPU (0: physical cores / processes)")
 
 
 def parse_args(argv=None):
@@ -92,7 +94,8 @@ def parse_args(argv=None):
     problems = [
         args.group_size < 2 and "--group_size must be >= 2: a lone episode has no group to be relative to",
         args.steps < 1 and "--steps must be >= 1",
-        min(args.eval_every, args.save_every, args.show_every) < 0 and "--eval_every, --save_every, --show_every: >= 0",
+        min(args.eval_every, args.save_every, args.show_every, args.cpu_threads) < 0
+        and "--eval_every, --save_every, --show_every, --cpu_threads: >= 0",
         args.tasks_per_step < 1 and "--tasks_per_step must be >= 1",
         args.max_new_tokens >= args.max_context and "--max_context must be larger than --max_new_tokens",
         (args.minibatches < 1 or args.ppo_epochs < 1) and "--minibatches and --ppo_epochs must be >= 1",
@@ -166,6 +169,8 @@ def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
+    if accelerator.device.type == "cpu":  # `accelerate launch` sets OMP_NUM_THREADS=1: half the speed on 2 cores
+        torch.set_num_threads(args.cpu_threads or max(1, (psutil.cpu_count(logical=False) or 1) // world))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != world:
         raise SystemExit(f"error: launched as {launched} processes but accelerate sees {world}; on a CPU machine use "

@@ -85,6 +85,11 @@ def run_dir(args, env, lr, method, seed):
 def train(args, env, lr, method, seed, flags):
     """One train.py run (resumed if it was cut off); returns its folder. Its log is in the folder."""
     out = run_dir(args, env, lr, method, seed)
+    if os.path.exists(os.path.join(out, "args.json")):  # never mix runs of another setting into the table
+        held = json.load(open(os.path.join(out, "args.json")))
+        wanted = {**SHARED, **args.override, "lr": lr, "seed": seed}
+        if any(held.get(k) != v for k, v in wanted.items()):
+            raise SystemExit(f"error: {out} holds a run with other settings than {wanted}; choose another --out")
     if os.path.exists(os.path.join(out, "adapter")):
         return out
     resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint")) else []
@@ -93,7 +98,8 @@ def train(args, env, lr, method, seed, flags):
             os.remove(os.path.join(out, name)) if os.path.isfile(os.path.join(out, name)) else None
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--env", env, "--lr", str(lr), "--seed", str(seed),
-           "--out", out, *[x for k, v in {**SHARED, **args.override}.items() for x in (f"--{k}", str(v))], *flags, *resume]
+           "--out", out, "--cpu_threads", str(args.threads),
+           *[x for k, v in {**SHARED, **args.override}.items() for x in (f"--{k}", str(v))], *flags, *resume]
     with open(os.path.join(out, "log.txt"), "a") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
@@ -133,6 +139,8 @@ def summarize(args, runs):
     """{env: {lr: {method: summary}}}: means and stds over seeds, episodes to 90% of the best method."""
     out = {}
     for env, lr, method, seed, _ in runs:
+        if not os.path.exists(os.path.join(run_dir(args, env, lr, method, seed), "adapter")):
+            continue  # not finished (--report while runs are missing)
         out.setdefault(env, {}).setdefault(f"{lr:g}", {}).setdefault(method, []).append(
             read_run(run_dir(args, env, lr, method, seed)))
     for env, by_lr in out.items():
@@ -162,10 +170,14 @@ def summarize(args, runs):
 
 def report(args, runs, summary, wall):
     from eval import plot_runs
+    results = os.path.join(args.out, "results.json")
+    if args.report and os.path.exists(results):  # keep the wall time of the invocation that trained
+        wall = json.load(open(results)).get("wall_seconds", wall)
+    command = " ".join(["python bench/compare.py", *[a for a in sys.argv[1:] if a != "--report"]])
     lines = ["# SeeUPO vs baselines and ablations (`bench/compare.py`)", "",
-             f"- command: `python bench/compare.py {' '.join(sys.argv[1:])}`".replace("  ", " "),
+             f"- command: `{command}`",
              f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}; machine: {platform.machine()}, {os.cpu_count()} cores; "
-             f"{args.jobs} runs at a time, {args.threads} torch thread each; wall {wall / 60:.0f} min (this invocation)",
+             f"{args.jobs} runs at a time, {args.threads} torch thread each; wall {wall / 60:.0f} min",
              f"- shared setting (every method): {' '.join(f'--{k} {v}' for k, v in {**SHARED, **args.override}.items())}; "
              "everything else train.py's defaults (tiny model, kl_coef 0.05, clip 0.2, correction clip 0.2)",
              "- held-out: eval_success_rate on the env's test tasks (eval.evaluate()), mean +- std over seeds; "
@@ -194,8 +206,9 @@ def report(args, runs, summary, wall):
             except SystemExit as e:  # no matplotlib: the table is still written
                 print(e)
             lines.append("")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"shared": SHARED, "summary": summary}, f, indent=1)
+    with open(results, "w") as f:
+        json.dump({"command": command, "wall_seconds": wall, "shared": {**SHARED, **args.override},
+                   "summary": summary}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -219,9 +232,9 @@ def main():
     if args.quick:
         args.envs, args.lrs, args.seeds, args.override = ["lookup"], [1e-3], 2, {"steps": 20}
         args.methods = args.methods or ["seeupo", "gspo", "gspo x T"]
+        args.out = os.path.join(args.out, "quick") if args.out == p.get_default("out") else args.out
     if args.steps:
         args.override["steps"] = args.steps
-        args.out = os.path.join(args.out, "quick") if args.out == p.get_default("out") else args.out
     runs = plan(args)
     start = time.time()
     if not args.report:
@@ -230,7 +243,10 @@ def main():
             futures = [pool.submit(train, args, *r) for r in runs]
             for future in tqdm(as_completed(futures), total=len(futures), desc="runs", dynamic_ncols=True):
                 future.result()
-    report(args, runs, summarize(args, runs), time.time() - start)
+    summary = summarize(args, runs)
+    if not summary:
+        raise SystemExit(f"error: no finished runs in {args.out}; run without --report first")
+    report(args, runs, summary, time.time() - start)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def records(out_dir):
     (["--group_size", "1"], "--group_size must be >= 2"),
     (["--algo", "grpo", "--order", "random"], "--order and --no-correction belong to --algo seeupo"),
     (["--max_context", "16"], "--max_context must be larger than --max_new_tokens"),
-    (["--eval_every", "-1"], "--eval_every, --save_every, --show_every: >= 0"),
+    (["--eval_every", "-1"], "--eval_every, --save_every, --show_every, --cpu_threads: >= 0"),
 ])
 def test_bad_flags_are_one_line_errors(argv, message):
     with pytest.raises(SystemExit, match=message):
