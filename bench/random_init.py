@@ -6,7 +6,7 @@
 No weights can be downloaded here, but the time and memory of a step depend on the shape, not on the
 values. Saving the model as a folder means the benchmarks (bench/speed.py, the BFCL run on a GPU) load it
 through rollout.load_policy() like any checkpoint -- LoRA, QLoRA 4-bit, bf16, gradient checkpointing: the
-code path of a real Qwen run. The tiny tokenizer's ~300 ids fit any vocabulary; the text is noise, so an
+code path of a real Qwen run. The tiny tokenizer's ~200 ids fit any vocabulary; the text is noise, so an
 episode ends after its first turn (no end-of-turn token is ever written).
 """
 
