@@ -47,6 +47,8 @@ import re
 import uuid
 from importlib import resources
 
+import envs
+
 try:  # only these modules: bfcl_eval.utils and the eval config create folders inside site-packages
     from bfcl_eval.constants.default_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC as MORE_TOOLS
     from bfcl_eval.constants.default_prompts import MAXIMUM_STEP_LIMIT
@@ -59,7 +61,7 @@ except ImportError:
     multi_turn_checker = None
 
 INSTALL = "pip install --no-deps bfcl-eval==2026.3.23 mpmath==1.3.0"
-CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
+CATEGORIES = envs.BFCL_CATEGORIES
 HELD_OUT_EVERY = 5      # scenario i is a test task when i % 5 == 0
 DEFAULT_MAX_TURNS = 32  # room for 4 messages in each user turn of the longest tasks (8 user turns)
 TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)

@@ -153,6 +153,7 @@ class GuessEnv:
 
 ENVS = {"lookup": LookupEnv, "guess": GuessEnv}  # the toy environments (the tiny model warms up on these)
 ENV_NAMES = (*ENVS, "bfcl")  # bfcl.py: BFCL v4 multi-turn, needs the optional bfcl-eval package
+BFCL_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
 
 
 def make_env(name, **kwargs):

@@ -26,8 +26,6 @@ import torch
 import envs
 from rollout import Sampling, check_context, load_policy, rollout
 
-BFCL_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
-
 
 def evaluate(policy, env_name, tasks, samples, sampling, seed=0, reference=False, env_kwargs=None):
     """Per-task success counts over `samples` episodes each, and the episodes (for transcripts)."""
@@ -140,7 +138,7 @@ class EvalArgs:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0 = greedy)"})
     max_new_tokens: int = field(default=16, metadata={"help": "most tokens per turn"})
     max_context: int = field(default=1024, metadata={"help": "most tokens per episode"})
-    categories: list[str] = field(default_factory=lambda: list(BFCL_CATEGORIES), metadata={"help": "BFCL categories"})
+    categories: list[str] = field(default_factory=lambda: list(envs.BFCL_CATEGORIES), metadata={"help": "BFCL categories"})
     max_tool_output: int = field(default=2000, metadata={"help": "BFCL: truncate longer tool outputs"})
     thinking: bool = field(default=False, metadata={"help": "Qwen3: let the model think"})
     seed: int = field(default=0, metadata={"help": "seed of the tiny model and of the sampling"})

@@ -176,7 +176,7 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
     all-turns baselines (grpo, gspo, reinforce) run the same body once, on whole-episode samples.
 
     samples:    list[TurnSample]: per-turn for seeupo, whole-episode (turn -1) for the baselines
-    advantages: [num_episodes] tensor from grae_advantages
+    advantages: [num_episodes] tensor from grae_advantages (on any device: moved to the parameters')
     num_turns:  the most turns an episode can have (the same on every rank)
     step_seed:  seeds the random order and the minibatch split (the same on every rank)
     reduce_sum: sums a tensor over ranks (identity on one process). Ranks hold different numbers of
@@ -187,6 +187,8 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
     per_turn = cfg.algo == "seeupo"
     assert all((s.turn >= 0) == per_turn for s in samples), "seeupo takes per-turn samples, baselines whole episodes"
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    device = params[0].device  # the policy's: every tensor of the sweep lives there
+    advantages = advantages.to(device)
     correction = torch.ones_like(advantages)  # M_j
     turns = list(range(num_turns)) if per_turn else [-1]
     if cfg.order == "reverse":
@@ -199,12 +201,12 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
 
     for t in turns:
         S = [s for s in samples if s.turn == t]
-        n_global = reduce_sum(torch.tensor([float(len(S))], device=advantages.device)).item()
+        n_global = reduce_sum(torch.tensor([float(len(S))], device=device)).item()
         if n_global == 0:
             continue  # no episode on any rank reached turn t
-        ep = torch.tensor([s.episode for s in S], dtype=torch.long, device=advantages.device)
-        old_logp, mask = _logprobs(logprob_fn, S, cfg, advantages.device)
-        ref_logp = _logprobs(logprob_fn, S, cfg, advantages.device, reference=True)[0] if cfg.kl_coef else None
+        ep = torch.tensor([s.episode for s in S], dtype=torch.long, device=device)
+        old_logp, mask = _logprobs(logprob_fn, S, cfg, device)
+        ref_logp = _logprobs(logprob_fn, S, cfg, device, reference=True)[0] if cfg.kl_coef else None
         adv_hat = advantages[ep] * correction[ep]
         applied.append(correction[ep].clone())
         turn_tally = {"loss": 0.0, "kl": 0.0, "clipped": 0.0}
@@ -213,7 +215,7 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
             for k in range(cfg.minibatches):
                 _optimizer_step(logprob_fn, optimizer, params, S, order[k :: cfg.minibatches], old_logp, ref_logp,
                                 adv_hat, cfg, reduce_sum, tally, turn_tally)
-        new_logp = _logprobs(logprob_fn, S, cfg, advantages.device)[0]
+        new_logp = _logprobs(logprob_fn, S, cfg, device)[0]
         updated, ratio = correction_update(correction[ep], new_logp, old_logp, mask, cfg.correction_clip)
         if per_turn and cfg.correction:
             correction[ep] = updated
@@ -222,7 +224,7 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
     # over every (episode, turn) sample of all ranks: the M_j that scaled its advantage, and the KL
     applied = torch.cat(applied) if applied else torch.ones(0)
     n, m1, m2 = reduce_sum(torch.tensor([len(applied), applied.sum().item(), (applied**2).sum().item()],
-                                        dtype=torch.float64, device=advantages.device)).tolist()
+                                        dtype=torch.float64, device=device)).tolist()
     n_turns = sum(s["n"] for s in stats["turns"].values())  # the turn statistics are global already
     stats.update(tally, grad_norm=tally["grad_norm"] / max(tally["optimizer_steps"], 1),
                  correction_mean=m1 / max(n, 1), correction_std=max(m2 / max(n, 1) - (m1 / max(n, 1)) ** 2, 0.0) ** 0.5,
@@ -239,11 +241,10 @@ def _optimizer_step(logprob_fn, optimizer, params, S, minibatch, old_logp, ref_l
         p.grad = torch.zeros_like(p)
     for micro in micro_batches(minibatch, [s.cost for s in S], cfg.token_budget):
         logp, mask = logprob_fn([S[i] for i in micro])
-        here = logp.device  # the policy's; the bookkeeping tensors may live elsewhere (advantages' device)
-        logp, old = logp.float(), old_logp[micro, : mask.shape[1]].to(here)
-        per_sample = LOSSES[cfg.algo](logp, old, mask, adv_hat[micro].to(here), cfg.clip_low, cfg.clip_high)
+        logp, old = logp.float(), old_logp[micro, : mask.shape[1]]
+        per_sample = LOSSES[cfg.algo](logp, old, mask, adv_hat[micro], cfg.clip_low, cfg.clip_high)
         if ref_logp is not None:
-            kl = kl_k3(logp, ref_logp[micro, : mask.shape[1]].to(here), mask)
+            kl = kl_k3(logp, ref_logp[micro, : mask.shape[1]], mask)
             per_sample = per_sample + cfg.kl_coef * kl
             turn_tally["kl"] += kl.sum().item()
         (per_sample.sum() / max(n_global, 1)).backward()

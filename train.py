@@ -73,8 +73,7 @@ class Args:
     bf16: bool = arg(False, "bfloat16 base weights (GPU)")
     gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass")
     thinking: bool = arg(False, "Qwen3: let the model think (<think> blocks)")
-    bfcl_category: Literal[("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param",
-                             "multi_turn_long_context")] = arg("multi_turn_base", "BFCL v4 category to train on")
+    bfcl_category: Literal[envs.BFCL_CATEGORIES] = arg("multi_turn_base", "BFCL v4 category to train on")
     bfcl_dense: bool = arg(False, "BFCL: reward = fraction of leading user turns that pass (eval stays binary)")
     max_tool_output: int = arg(2000, "BFCL: tool outputs longer than this many characters are truncated, marked")
     eval_every: int = arg(10, "held-out evaluation every N steps (and at the start and the end; 0: only those)")

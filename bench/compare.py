@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,9 +94,8 @@ def train(args, env, lr, method, seed, flags):
     if os.path.exists(os.path.join(out, "adapter")):
         return out
     resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint")) else []
-    if not resume and os.path.exists(out):
-        for name in os.listdir(out):  # a run killed before its first checkpoint: start it afresh
-            os.remove(os.path.join(out, name)) if os.path.isfile(os.path.join(out, name)) else None
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)  # a run killed before its first checkpoint: start it afresh
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--env", env, "--lr", str(lr), "--seed", str(seed),
            "--out", out, "--cpu_threads", str(args.threads),
