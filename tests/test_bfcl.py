@@ -1,6 +1,7 @@
 """bfcl.py: BFCL v4 multi-turn as an environment. The ground truth scores 1.0 everywhere and one call fewer
-scores 0, malformed calls get error replies, episodes never share state, model text cannot run code, and
-episodes go through the real rollout(). Needs the optional bfcl-eval package (skipped without it)."""
+scores 0, with the same verdict as BFCL's own checker, malformed calls get error replies, episodes never share
+state, model text cannot run code, and episodes go through the real rollout(). Hostile text: test_bfcl_hostile.py.
+Needs the optional bfcl-eval package (skipped without it)."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -46,6 +48,26 @@ def drop_last_call(env):
     return text
 
 
+def as_bfcl(env, fn):
+    """fn(name) running BFCL's own eval()-based code on ground-truth literals, inside a Backends' copy of the module
+    data (so it leaks nothing into other episodes), its cache entries dropped after."""
+    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
+    name = f"test{uuid.uuid4().hex}"
+    try:
+        with bfcl.Backends(env.entry, env.long_context).active():
+            return fn(name)
+    finally:
+        for key in [key for key in vars(multi_turn_utils) if key.startswith(name)]:
+            del vars(multi_turn_utils)[key]
+
+
+def bfcl_verdict(env):
+    """BFCL's multi_turn_checker on the calls that ran in env (their strings, replayed by its eval())."""
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
+    category = env.entry["id"].rsplit("_", 1)[0]
+    return as_bfcl(env, lambda name: multi_turn_checker(env.calls, env.truth, env.entry, category, name))["valid"]
+
+
 def env_at(category="multi_turn_base", index=0, **kwargs):
     env = bfcl.BfclEnv(category, **kwargs)
     return env, env.reset({"id": "t", "category": category, "index": index})
@@ -56,13 +78,38 @@ def test_ground_truth_scores_1_and_one_call_fewer_scores_0_on_all_800_tasks():
     for category in bfcl.CATEGORIES:
         for task in bfcl.BfclEnv(category).tasks("all"):
             n += 1
-            reward, info = play(bfcl.BfclEnv(category), task, lambda env: env.oracle_action())
+            env = bfcl.BfclEnv(category)
+            reward, info = play(env, task, lambda env: env.oracle_action())
             solvable = task["id"] not in UNSOLVABLE
             assert (reward, info) == (float(solvable), {"success": solvable, "malformed": int(not solvable)}), task
-            assert play(bfcl.BfclEnv(category), task, drop_last_call) == (0.0, {"success": False, "malformed": int(not solvable)})
+            assert bfcl_verdict(env) == solvable  # BFCL's own checker on the calls that ran agrees
+            env = bfcl.BfclEnv(category)
+            assert play(env, task, drop_last_call) == (0.0, {"success": False, "malformed": int(not solvable)})
+            assert not bfcl_verdict(env)
     seconds = time.time() - start
-    print(f"\n{n} tasks x (ground truth + one call fewer), BFCL checker included: {seconds:.1f} s")
-    assert n == 800 and seconds < 300  # measured ~5 s; a generous sanity bound
+    print(f"\n{n} tasks x (ground truth + one call fewer), each checked twice (here and by BFCL): {seconds:.1f} s")
+    assert n == 800 and seconds < 300  # measured ~13 s; a generous sanity bound
+
+
+def test_the_ground_truth_replay_matches_bfcls_executor_on_all_800_tasks():
+    """The reward replays the ground truth with this file's executor (never BFCL's eval()): per user turn, the
+    same result strings and the same backend states (BFCL's own comparison) as BFCL's executor."""
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import _compare_instances
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+    for category in bfcl.CATEGORIES:
+        for task in bfcl.BfclEnv(category).tasks("all"):
+            env = bfcl.BfclEnv(category)
+            env.reset(task)
+            ours = bfcl.Backends(env.entry, env.long_context)
+
+            def compare(name):
+                for k, turn in enumerate(env.truth):
+                    results, instances = execute_multi_turn_func_call(
+                        turn, env.entry["initial_config"], env.entry["involved_classes"], name, env.entry["id"],
+                        long_context=env.long_context, is_evaL_run=True)
+                    assert [ours.call(*c)[0] for c in env._truth_calls(k)] == results, (task, k)
+                    assert all(_compare_instances(ours.instances[c], instances[c])[0] for c in instances), (task, k)
+            as_bfcl(env, compare)
 
 
 def test_dense_reward_is_the_fraction_of_leading_user_turns_that_pass():
