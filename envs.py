@@ -6,10 +6,12 @@ An environment object plays ONE episode (fresh state each time, so episodes neve
     messages = env.reset(task)                    # the first chat messages: [system, user]
     reply, done, reward, info = env.step(text)    # text: the policy's turn, as decoded text
 
-`reply` is a list of chat messages (usually one user message) that `rollout.py` appends to the episode
-through the tokenizer's chat template; `reward` is the outcome reward, given when `done`. A turn the
-environment cannot parse is not an error: it gets an informative reply, uses up the turn, and sets
-`info["malformed"]`. `env.tools` (JSON schemas or None) goes to the chat template's `tools=`.
+rollout.rollout() makes one per episode with a factory, `functools.partial(make_env, name, **kwargs)` (an
+environment class with its defaults is one too). `reply` is a list of chat messages (usually one user
+message) that rollout.py appends to the episode through the tokenizer's chat template; `reward` is the
+outcome reward, given when `done`. A turn the environment cannot parse is not an error: it gets an
+informative reply, uses up the turn, and sets `info["malformed"]`. `env.tools` (JSON schemas or None) goes
+to the chat template's `tools=`.
 
 Tasks are plain dicts (JSON-serialisable, with an "id"), deterministic from a seed, in two disjoint
 splits: `env.tasks("train")` for training, `env.tasks("test")` for held-out evaluation.
@@ -151,7 +153,7 @@ class GuessEnv:
     optimal_success = 1.0
 
 
-ENVS = {"lookup": LookupEnv, "guess": GuessEnv}  # the toy environments (the tiny model warms up on these)
+ENVS = {"lookup": LookupEnv, "guess": GuessEnv}  # the toy environments (tiny.py warms its model up on these)
 ENV_NAMES = (*ENVS, "bfcl")  # bfcl.py: BFCL v4 multi-turn, needs the optional bfcl-eval package
 BFCL_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
 

@@ -16,6 +16,7 @@ several per method with a band across them).
 """
 
 import json
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -27,10 +28,11 @@ import envs
 from rollout import Sampling, check_context, load_policy, rollout
 
 
-def evaluate(policy, env_name, tasks, samples, sampling, seed=0, reference=False, env_kwargs=None):
-    """Per-task success counts over `samples` episodes each, and the episodes (for transcripts)."""
+def evaluate(policy, env_factory, tasks, samples, sampling, seed=0, reference=False):
+    """Per-task success counts over `samples` episodes each, and the episodes (for transcripts).
+    env_factory() returns a fresh environment, as rollout() takes it."""
     torch.manual_seed(seed)  # the same draws for every evaluation: curves compare like with like
-    episodes = rollout(policy, env_name, tasks, samples, sampling, env_kwargs, reference=reference)
+    episodes = rollout(policy, env_factory, tasks, samples, sampling, reference=reference)
     counts = [0] * len(tasks)
     for e in episodes:
         counts[e.group] += e.success
@@ -162,11 +164,12 @@ def main(argv=None):
     columns = {"base": True, "adapter": False} if args.adapter else {"base": True}
     results, shown = {}, {}
     for label, env_kwargs in variants.items():
-        env = envs.make_env(args.env, **env_kwargs)
+        env_factory = functools.partial(envs.make_env, args.env, **env_kwargs)
+        env = env_factory()
         tasks = env.tasks("test")[: args.tasks]
         check_context(policy, env, tasks[0], sampling)
         for name, reference in columns.items():
-            counts, episodes = evaluate(policy, args.env, tasks, args.samples, sampling, args.seed, reference, env_kwargs)
+            counts, episodes = evaluate(policy, env_factory, tasks, args.samples, sampling, args.seed, reference)
             results.setdefault(label, {})[name] = summarize(counts, args.samples, args.k)
             shown[name] = episodes[:: args.samples][: args.show]  # the first sample of the first tasks
         for i in range(args.show):

@@ -1,7 +1,7 @@
 """The policy (a Qwen causal LM with a LoRA adapter) and grouped multi-turn episodes.
 
-  load_policy(name)  `tiny` (the embedded offline default, see below), a Hub name or a local path of a
-                     Qwen2.5 / Qwen3 model; LoRA via peft on every attention and MLP projection, QLoRA
+  load_policy(name)  `tiny` (the embedded offline default, built by tiny.py), a Hub name or a local path of
+                     a Qwen2.5 / Qwen3 model; LoRA via peft on every attention and MLP projection, QLoRA
                      (4-bit NF4 via bitsandbytes) on CUDA. The reference policy is the same model with the
                      adapter disabled: no second copy of the weights.
   Policy.generate    batched sampling (left padding, KV cache) that also records the sampling log-probs
@@ -12,21 +12,13 @@
                      policy saw. An episode that would overflow the context is ended and marked truncated.
   turn_samples()     episodes -> seeupo.TurnSample lists (per turn, or whole episode for the baselines)
 
-The embedded default `tiny`: a 0.8M-parameter Qwen3 (random init from the seed) with a small BPE
-tokenizer trained in code and a Qwen-style chat template, then WARMED UP with a language-model loss on whole
-transcripts of episodes of uniformly random well-formed actions on the toy environments' training tasks --
-the format, never a reward nor a held-out task -- so that, like an instruct model, it speaks the action
-format (and can copy from its context) but knows no strategy.
-Built offline in about a minute, once, and cached under ~/.cache/seeupo (SEEUPO_CACHE overrides).
+How it connects: rollout() gets its environments from a factory, a zero-argument callable that returns a
+fresh environment for one episode (e.g. functools.partial(envs.make_env, "lookup")), so this file needs
+nothing from envs.py; the environment interface is described there. seeupo.py gives it TurnSample only.
 """
 
-import hashlib
-import inspect
-import json
 import logging
 import os
-import random
-import shutil
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -34,10 +26,8 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
-                          PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM, TemperatureLogitsWarper,
-                          TopPLogitsWarper)
+                          TemperatureLogitsWarper, TopPLogitsWarper)
 
-import envs
 from seeupo import TurnSample
 
 # quiet imports and loads: bitsandbytes' CPU backend warns about an optional kernel, peft about a rename
@@ -49,126 +39,12 @@ END_OF_TURN = "<|im_end|>"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-# ----------------------------------------------------------------------------- the embedded default
-TINY_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                   num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rope_theta=10000.0,
-                   tie_word_embeddings=False)  # tied, exchangeable tokens (lockers A-D) collapse together
-TINY_WARMUP = dict(steps=400, episodes=32, lr=3e-3)
-# ChatML as Qwen writes it: tools listed in the system turn, tool calls and tool responses as text.
-# (HF renders with trim_blocks: a newline right after a {% tag %} is dropped, hence the {{ '\\n' }}.)
-TINY_CHAT_TEMPLATE = (
-    "{% if tools %}<|im_start|>system\n"
-    "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}"
-    "# Tools\n\n<tools>{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}{{ '\\n' }}</tools><|im_end|>\n"
-    "{% endif %}"
-    "{% for m in messages %}"
-    "{% if m.role == 'tool' %}"
-    "{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}<|im_start|>user{% endif %}"
-    "{{ '\\n' }}<tool_response>\n{{ m.content }}\n</tool_response>"
-    "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}<|im_end|>\n{% endif %}"
-    "{% elif not (m.role == 'system' and tools and loop.first) %}"
-    "<|im_start|>{{ m.role }}\n{{ m.content }}"
-    "{% for call in m.tool_calls or [] %}{{ '\\n' }}<tool_call>\n{{ call.function | tojson }}\n</tool_call>{% endfor %}"
-    "<|im_end|>\n"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def _random_conversations(n_per_env, rng):
-    """Episodes of uniformly random well-formed actions on training tasks, as chat messages."""
-    for env_cls in envs.ENVS.values():
-        for task in rng.choices(env_cls.tasks("train"), k=n_per_env):
-            env, done = env_cls(), False
-            messages = env.reset(task)
-            while not done:
-                action = env.random_action(rng)
-                reply, done, _, _ = env.step(action)
-                messages += [{"role": "assistant", "content": action}] + reply
-            yield messages
-
-
-def tiny_tokenizer(seed=0):
-    """A small BPE (printable ASCII + ~100 merges) trained in code on rendered random episodes of the toy
-    environments, with Qwen's special tokens and a Qwen-style chat template. Deterministic from the seed."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    specials = ["<|endoftext|>", "<|im_start|>", END_OF_TURN]
-    tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
-    # words keep their leading space; a lone letter, every digit and every other character stand alone,
-    # so "C" is the same token in "Code of C?", "get(C)" and "C has 2" (copying it is a real copy)
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(" ?[A-Za-z]{2,}|[A-Za-z0-9]|\\s|[^A-Za-z0-9\\s]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-
-    def wrap():
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END_OF_TURN, pad_token="<|endoftext|>",
-                                            additional_special_tokens=specials)
-        tokenizer.chat_template = TINY_CHAT_TEMPLATE
-        return tokenizer
-
-    render = wrap()  # rendering text needs no vocabulary yet
-    texts = [render.apply_chat_template(m, tokenize=False) for m in _random_conversations(300, random.Random(seed))]
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=specials + ["<|unk|>"], show_progress=False,
-        initial_alphabet=["\n"] + [chr(c) for c in range(32, 127)]))
-    return wrap()
-
-
-def tiny_path(seed):
-    """The cache folder of the tiny model for this seed; its name hashes everything that shapes it."""
-    recipe = json.dumps([TINY_CONFIG, TINY_WARMUP, TINY_CHAT_TEMPLATE, inspect.getsource(tiny_tokenizer),
-                         inspect.getsource(build_tiny), [inspect.getsource(c) for c in envs.ENVS.values()]])
-    digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
-    root = os.environ.get("SEEUPO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "seeupo"))
-    return os.path.join(root, f"tiny-{digest}-seed{seed}")
-
-
-def tiny_model(tokenizer, seed=0):
-    """The tiny Qwen3, randomly initialised from the seed (before its warm-up)."""
-    torch.manual_seed(seed)
-    return Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **TINY_CONFIG))
-
-
-def build_tiny(seed, log=print):
-    """Create (or find in the cache) the warmed-up tiny model; returns its folder."""
-    path = tiny_path(seed)
-    if os.path.exists(os.path.join(path, "config.json")):
-        return path
-    log(f"building the tiny default model (once; cached in {path}) ...")
-    tokenizer = tiny_tokenizer(seed)
-    model = tiny_model(tokenizer, seed)
-    policy = Policy(model, tokenizer)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP["lr"])
-    rng = random.Random(seed)
-    names = list(envs.ENVS)
-    for step in range(TINY_WARMUP["steps"]):
-        env_cls = envs.ENVS[names[step % len(names)]]
-        tasks = rng.sample(env_cls.tasks("train"), TINY_WARMUP["episodes"])
-        random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng))
-        episodes = rollout(random_actor, env_cls.name, tasks, group_size=1, sampling=Sampling())
-        # next-token loss on whole transcripts, as pretraining would: predicting the environment's
-        # replies (say, "C has" after get(C)) teaches in-context copying; the actions are uniform noise
-        logp, mask = policy.turn_logprobs([TurnSample(j, -1, len(e.token_ids), (e.token_ids, list(range(1, len(e.token_ids)))))
-                                           for j, e in enumerate(episodes)])
-        loss = -(logp * mask).sum() / mask.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    tmp = f"{path}.tmp{os.getpid()}"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        os.rename(tmp, path)  # atomic: a concurrent or killed build never leaves a half-written model
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
-    log(f"tiny model ready (warm-up loss {loss.item():.3f})")
-    return path
-
-
 # ----------------------------------------------------------------------------- loading the policy
 def resolve_model(name, seed=0):
     """`tiny` -> the cached tiny folder; a local folder as is; a Hub name if its config can be reached."""
     if name == "tiny":
-        return build_tiny(seed)
+        import tiny  # here, not at the top: tiny.py builds its model with this file's rollout() and Policy
+        return tiny.build_tiny(seed)
     if os.path.isdir(name):
         return name
     try:
@@ -410,12 +286,13 @@ def check_context(policy, env, task, sampling):
                          f"raise --max_context above {n + sampling.max_new_tokens}")
 
 
-def rollout(policy, env_name, tasks, group_size, sampling, env_kwargs=None, reference=False):
-    """Play group_size episodes of every task; each turn, every unfinished episode in ONE generate call."""
+def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
+    """Play group_size episodes of every task; each turn, every unfinished episode in ONE generate call.
+    env_factory() returns a fresh environment for each episode, e.g. functools.partial(envs.make_env, "lookup")."""
     tokenizer, episodes = policy.tokenizer, []
     for group, task in enumerate(tasks):
         for _ in range(group_size):
-            env = envs.make_env(env_name, **(env_kwargs or {}))
+            env = env_factory()
             prompt = render_prompt(tokenizer, env.reset(task), env.tools, policy.chat_kwargs)
             episodes.append(Episode(group=group, task=task, token_ids=prompt, env=env))
     while True:

@@ -17,6 +17,7 @@ Several processes on a CPU (other launch lines silently give one, or two lone, p
 import importlib.util
 import json
 import os
+import functools
 import random
 import shutil
 import time
@@ -183,8 +184,8 @@ def main(argv=None):
     if args.resume and not checkpoint and accelerator.is_main_process:
         print(f"no checkpoint in {args.out}: starting from step 0")
     os.makedirs(args.out, exist_ok=True)
-    env_kwargs = make_env_kwargs(args)
-    env = envs.make_env(args.env, **env_kwargs)
+    env_factory = functools.partial(envs.make_env, args.env, **make_env_kwargs(args))  # a fresh one per episode
+    env = env_factory()
     train_tasks, test_tasks = env.tasks("train"), env.tasks("test")[: args.eval_tasks]
     sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens, args.max_context, args.gen_batch_size)
 
@@ -212,7 +213,7 @@ def main(argv=None):
 
     def held_out_eval(step):
         mine = test_tasks[rank::world]
-        counts, _ = evaluate(policy, args.env, mine, args.eval_samples, sampling, args.seed + 1, env_kwargs=env_kwargs)
+        counts, _ = evaluate(policy, env_factory, mine, args.eval_samples, sampling, args.seed + 1)
         counts = accelerator.gather(torch.tensor(counts, device=accelerator.device)).tolist()
         record = {"step": step, **{f"eval_{k}": v for k, v in summarize(counts, args.eval_samples).items()}}
         run.log(record)
@@ -229,7 +230,7 @@ def main(argv=None):
         t0 = time.time()
         torch.manual_seed(args.seed * 1_000_003 + step * 1009 + rank)  # resumable: a step's draws depend on it alone
         tasks = random.Random(f"{args.seed}-{step}").sample(train_tasks, min(args.tasks_per_step, len(train_tasks)))
-        episodes = rollout(policy, args.env, tasks[rank::world], args.group_size, sampling, env_kwargs)
+        episodes = rollout(policy, env_factory, tasks[rank::world], args.group_size, sampling)
         t1 = time.time()
         rewards = torch.tensor([e.reward for e in episodes])
         groups = torch.tensor([e.group for e in episodes])

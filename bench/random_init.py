@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import rollout  # noqa: E402
+import tiny  # noqa: E402
 
 # the shapes of Qwen2.5's config.json files
 CONFIGS = {
@@ -34,7 +34,7 @@ def save_random_init(name, folder, seed=0, device="cpu"):
     """Build (on `device`, in bf16) and save the model once; returns the folder."""
     if os.path.exists(os.path.join(folder, "config.json")):
         return folder
-    tokenizer = AutoTokenizer.from_pretrained(rollout.build_tiny(seed))
+    tokenizer = AutoTokenizer.from_pretrained(tiny.build_tiny(seed))
     config = Qwen2Config(**CONFIGS[name], max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
     torch.manual_seed(seed)

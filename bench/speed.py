@@ -29,6 +29,7 @@ ends after one turn of --max_new_tokens.
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import random
@@ -185,16 +186,18 @@ def measure(variants, args, device):
 # ----------------------------------------------------------------------------- rollout
 def bench_rollout(policy, counter, args, out):
     tasks = envs.ENVS[args.env].tasks("train")[: args.tasks]
+    env_factory = functools.partial(envs.make_env, args.env)
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
     chunked = replace(sampling, batch_size=args.gen_batch_size)
     variants = {
-        "batched (one generate call per turn)": lambda: rollout.rollout(policy, args.env, tasks, args.group, sampling),
+        "batched (one generate call per turn)":
+            lambda: rollout.rollout(policy, env_factory, tasks, args.group, sampling),
         f"batched, --gen_batch_size {args.gen_batch_size}":
-            lambda: rollout.rollout(policy, args.env, tasks, args.group, chunked),
+            lambda: rollout.rollout(policy, env_factory, tasks, args.group, chunked),
         "one episode at a time": lambda: [e for task in tasks for _ in range(args.group)
-                                          for e in rollout.rollout(policy, args.env, [task], 1, sampling)],
+                                          for e in rollout.rollout(policy, env_factory, [task], 1, sampling)],
     }
-    rollout.rollout(policy, args.env, tasks[:2], 2, sampling)  # warm-up: first-call costs are not the benchmark
+    rollout.rollout(policy, env_factory, tasks[:2], 2, sampling)  # warm-up: first-call costs are not the benchmark
     counter.label = "generate"
     rows = {}
     for name, fn in variants.items():  # one counted run each, seeded like the timed ones: the same episodes
@@ -258,7 +261,6 @@ class EchoEnv:
 def scripted_episodes(policy, turns, args):
     """--tasks x G episodes of exactly `turns` turns, each turn --action_tokens random letters (the last one
     the end-of-turn token), played by a ScriptedPolicy: the update only needs the token ids."""
-    envs.ENVS["echo"] = EchoEnv  # this process only; AFTER the tiny model is loaded (its cache key hashes ENVS)
     letters = [i for i in policy.tokenizer.convert_tokens_to_ids(list("abcdefghijklmnopqrstuvwxyz"))
                if i is not None and i != policy.tokenizer.unk_token_id]
     rng = random.Random(args.seed)
@@ -266,7 +268,7 @@ def scripted_episodes(policy, turns, args):
                            + policy.stop_ids[:1], policy.chat_kwargs)
     sampling = Sampling(max_new_tokens=args.action_tokens, max_context=10**9)
     tasks = EchoEnv.tasks("train", args.tasks)
-    episodes = rollout.rollout(actor, "echo", tasks, args.group, sampling, env_kwargs={"max_turns": turns})
+    episodes = rollout.rollout(actor, functools.partial(EchoEnv, max_turns=turns), tasks, args.group, sampling)
     assert all(len(e.turn_spans) == turns for e in episodes)
     rewards = torch.tensor([e.reward for e in episodes])
     groups = torch.tensor([e.group for e in episodes])

@@ -3,6 +3,7 @@ scores 0, with the same verdict as BFCL's own checker, malformed calls get error
 state, model text cannot run code, and episodes go through the real rollout(). Hostile text: test_bfcl_hostile.py.
 Needs the optional bfcl-eval package (skipped without it)."""
 
+import functools
 import json
 import os
 import re
@@ -14,7 +15,8 @@ import uuid
 import pytest
 
 import bfcl
-from rollout import ScriptedPolicy, Sampling, rollout, tiny_tokenizer
+from rollout import ScriptedPolicy, Sampling, rollout
+from tiny import tiny_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNSOLVABLE = {"multi_turn_miss_func_49"}  # BFCL's ground truth calls a withheld tool (tail) before it is offered
@@ -257,8 +259,8 @@ def test_episodes_through_the_real_rollout_with_the_tiny_tokenizer(category):
     tasks = bfcl.BfclEnv(category).tasks("test", n=2)
     if category == "multi_turn_miss_func":
         tasks.append({"id": "miss_func_0", "category": category, "index": 0})  # a withheld tool comes back
-    episodes = rollout(oracle, "bfcl", tasks, 1, Sampling(max_new_tokens=4000, max_context=200_000),
-                       {"category": category, "max_tool_output": 500})
+    episodes = rollout(oracle, functools.partial(bfcl.BfclEnv, category, max_tool_output=500), tasks, 1,
+                       Sampling(max_new_tokens=4000, max_context=200_000))
     for e in episodes:
         assert e.success and e.reward == 1.0 and not e.truncated and not (e.malformed or e.unterminated), e.outcome
         # the ids are the chat template's rendering of the whole conversation, replayed

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import envs
-from rollout import (ScriptedPolicy, Sampling, load_policy, render_prompt, render_reply, rollout, tiny_model,
-                     tiny_tokenizer, turn_samples)
+from rollout import ScriptedPolicy, Sampling, load_policy, render_prompt, render_reply, rollout, turn_samples
+from tiny import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,13 @@ def policy(tmp_path_factory):
 
 def oracle_episodes(policy, env_name="lookup", n=6, sampling=Sampling()):
     oracle = ScriptedPolicy(policy.tokenizer, lambda e: e.env.oracle_action())
-    return rollout(oracle, env_name, envs.ENVS[env_name].tasks("train")[:n], 2, sampling)
+    return rollout(oracle, envs.ENVS[env_name], envs.ENVS[env_name].tasks("train")[:n], 2, sampling)
 
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
 def test_training_log_probs_equal_the_sampling_log_probs(policy, temperature, top_p):
     torch.manual_seed(0)
-    episodes = rollout(policy, "guess", envs.GuessEnv.tasks("train")[:8], 4,
+    episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:8], 4,
                        Sampling(temperature=temperature, top_p=top_p, max_new_tokens=12))
     for whole in (False, True):
         samples = turn_samples(episodes, whole_episode=whole)
@@ -51,7 +51,7 @@ def test_training_log_probs_equal_the_sampling_log_probs(policy, temperature, to
 
 def test_masks_cover_exactly_the_policys_tokens(policy):
     torch.manual_seed(1)
-    episodes = rollout(policy, "lookup", envs.LookupEnv.tasks("train")[:6], 3, Sampling(max_new_tokens=10))
+    episodes = rollout(policy, envs.LookupEnv, envs.LookupEnv.tasks("train")[:6], 3, Sampling(max_new_tokens=10))
     end_of_turn = policy.stop_ids[0]
     for e in episodes:
         mask = e.action_mask
@@ -95,13 +95,13 @@ def test_every_turn_is_one_batched_generate_call(policy, monkeypatch):
 
     monkeypatch.setattr(policy.model, "generate", counting)
     torch.manual_seed(0)
-    episodes = rollout(policy, "guess", envs.GuessEnv.tasks("train")[:5], 4, Sampling(max_new_tokens=8))
+    episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:5], 4, Sampling(max_new_tokens=8))
     turns = max(len(e.turn_spans) for e in episodes)
     assert len(calls) == turns and calls[0] == 20
     assert calls == [sum(len(e.turn_spans) > t for e in episodes) for t in range(turns)]
     calls.clear()
     torch.manual_seed(0)
-    rollout(policy, "guess", envs.GuessEnv.tasks("train")[:5], 4, Sampling(max_new_tokens=8, batch_size=8))
+    rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:5], 4, Sampling(max_new_tokens=8, batch_size=8))
     assert calls[:3] == [8, 8, 4]  # chunked by --gen_batch_size
 
 
@@ -123,7 +123,7 @@ def test_turns_the_model_garbles_end_or_get_a_reply(policy):
         "unknown tool": lambda e: "open(A)",
     }
     for name, script in scripts.items():
-        episodes = rollout(ScriptedPolicy(tok, script), "lookup", envs.LookupEnv.tasks("train")[:2], 2,
+        episodes = rollout(ScriptedPolicy(tok, script), envs.LookupEnv, envs.LookupEnv.tasks("train")[:2], 2,
                            Sampling(max_new_tokens=8))
         for e in episodes:
             assert e.done and e.reward == 0 and not e.success, name

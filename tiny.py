@@ -1,0 +1,146 @@
+"""The embedded default model `tiny`: built offline in about a minute, once, and cached.
+
+A 0.8M-parameter Qwen3 (random init from the seed) with a small BPE tokenizer trained in code and a
+Qwen-style (ChatML) chat template, then WARMED UP with a language-model loss on whole transcripts of episodes
+of uniformly random well-formed actions on the toy environments' training tasks -- the format, never a
+reward nor a held-out task -- so that, like an instruct model, it speaks the action format (and can copy
+from its context) but knows no strategy.
+
+  tiny_tokenizer(seed)  the BPE tokenizer and the chat template
+  tiny_model(tokenizer, seed)  the random-init Qwen3 (the tests use it as is: no skill needed)
+  build_tiny(seed)      tokenizer + model + warm-up, saved as a model folder; returns the folder
+  tiny_path(seed)       that folder: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of
+                        everything that shapes the model (this file and the environments' code)
+
+How it connects: rollout.load_policy("tiny") calls build_tiny() and then loads the folder like any local
+model. The warm-up plays its random episodes through rollout.rollout() with a rollout.ScriptedPolicy and
+trains through Policy.turn_logprobs, so the model sees exactly the token sequences that RL will produce.
+"""
+
+import hashlib
+import inspect
+import json
+import os
+import random
+import shutil
+
+import torch
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+import envs
+from rollout import END_OF_TURN, Policy, Sampling, ScriptedPolicy, rollout
+from seeupo import TurnSample
+
+TINY_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rope_theta=10000.0,
+                   tie_word_embeddings=False)  # tied, exchangeable tokens (lockers A-D) collapse together
+TINY_WARMUP = dict(steps=400, episodes=32, lr=3e-3)
+# ChatML as Qwen writes it: tools listed in the system turn, tool calls and tool responses as text.
+# (HF renders with trim_blocks: a newline right after a {% tag %} is dropped, hence the {{ '\\n' }}.)
+TINY_CHAT_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n"
+    "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}"
+    "# Tools\n\n<tools>{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}{{ '\\n' }}</tools><|im_end|>\n"
+    "{% endif %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'tool' %}"
+    "{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}<|im_start|>user{% endif %}"
+    "{{ '\\n' }}<tool_response>\n{{ m.content }}\n</tool_response>"
+    "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}<|im_end|>\n{% endif %}"
+    "{% elif not (m.role == 'system' and tools and loop.first) %}"
+    "<|im_start|>{{ m.role }}\n{{ m.content }}"
+    "{% for call in m.tool_calls or [] %}{{ '\\n' }}<tool_call>\n{{ call.function | tojson }}\n</tool_call>{% endfor %}"
+    "<|im_end|>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _random_conversations(n_per_env, rng):
+    """Episodes of uniformly random well-formed actions on training tasks, as chat messages."""
+    for env_cls in envs.ENVS.values():
+        for task in rng.choices(env_cls.tasks("train"), k=n_per_env):
+            env, done = env_cls(), False
+            messages = env.reset(task)
+            while not done:
+                action = env.random_action(rng)
+                reply, done, _, _ = env.step(action)
+                messages += [{"role": "assistant", "content": action}] + reply
+            yield messages
+
+
+def tiny_tokenizer(seed=0):
+    """A small BPE (printable ASCII + ~100 merges) trained in code on rendered random episodes of the toy
+    environments, with Qwen's special tokens and a Qwen-style chat template. Deterministic from the seed."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    specials = ["<|endoftext|>", "<|im_start|>", END_OF_TURN]
+    tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
+    # words keep their leading space; a lone letter, every digit and every other character stand alone,
+    # so "C" is the same token in "Code of C?", "get(C)" and "C has 2" (copying it is a real copy)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(" ?[A-Za-z]{2,}|[A-Za-z0-9]|\\s|[^A-Za-z0-9\\s]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+
+    def wrap():
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END_OF_TURN, pad_token="<|endoftext|>",
+                                            additional_special_tokens=specials)
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
+        return tokenizer
+
+    render = wrap()  # rendering text needs no vocabulary yet
+    texts = [render.apply_chat_template(m, tokenize=False) for m in _random_conversations(300, random.Random(seed))]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=specials + ["<|unk|>"], show_progress=False,
+        initial_alphabet=["\n"] + [chr(c) for c in range(32, 127)]))
+    return wrap()
+
+
+def tiny_path(seed):
+    """The cache folder of the tiny model for this seed; its name hashes everything that shapes it: this file
+    (the config, the template, the tokenizer, the warm-up) and the code of the environments it warms up on."""
+    with open(__file__) as f:
+        recipe = json.dumps([f.read(), [inspect.getsource(c) for c in envs.ENVS.values()]])
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
+    root = os.environ.get("SEEUPO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "seeupo"))
+    return os.path.join(root, f"tiny-{digest}-seed{seed}")
+
+
+def tiny_model(tokenizer, seed=0):
+    """The tiny Qwen3, randomly initialised from the seed (before its warm-up)."""
+    torch.manual_seed(seed)
+    return Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **TINY_CONFIG))
+
+
+def build_tiny(seed, log=print):
+    """Create (or find in the cache) the warmed-up tiny model; returns its folder."""
+    path = tiny_path(seed)
+    if os.path.exists(os.path.join(path, "config.json")):
+        return path
+    log(f"building the tiny default model (once; cached in {path}) ...")
+    tokenizer = tiny_tokenizer(seed)
+    model = tiny_model(tokenizer, seed)
+    policy = Policy(model, tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP["lr"])
+    rng = random.Random(seed)
+    names = list(envs.ENVS)
+    for step in range(TINY_WARMUP["steps"]):
+        env_cls = envs.ENVS[names[step % len(names)]]
+        tasks = rng.sample(env_cls.tasks("train"), TINY_WARMUP["episodes"])
+        random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng))
+        episodes = rollout(random_actor, env_cls, tasks, group_size=1, sampling=Sampling())  # env_cls(): a fresh env
+        # next-token loss on whole transcripts, as pretraining would: predicting the environment's
+        # replies (say, "C has" after get(C)) teaches in-context copying; the actions are uniform noise
+        logp, mask = policy.turn_logprobs([TurnSample(j, -1, len(e.token_ids), (e.token_ids, list(range(1, len(e.token_ids)))))
+                                           for j, e in enumerate(episodes)])
+        loss = -(logp * mask).sum() / mask.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tmp = f"{path}.tmp{os.getpid()}"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.rename(tmp, path)  # atomic: a concurrent or killed build never leaves a half-written model
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+    log(f"tiny model ready (warm-up loss {loss.item():.3f})")
+    return path
