@@ -15,8 +15,8 @@ episode from the token ids that were trained on; `plot_runs()` draws metrics.jso
 several per method with a band across them).
 """
 
-import json
 import functools
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field

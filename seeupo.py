@@ -21,7 +21,7 @@ the end of turn t only); tests/test_seeupo.py implements it for a tabular softma
 
 import random
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -37,19 +37,27 @@ class TurnSample(NamedTuple):
     data: Any     # what logprob_fn needs (for an LLM: the prefix ids and the action positions)
 
 
-@dataclass
+def _knob(default, doc):
+    return field(default=default, metadata={"help": doc})  # train.py shows `doc` as the flag's --help
+
+
+@dataclass(kw_only=True)
 class SweepConfig:
-    algo: str = "seeupo"        # seeupo | grpo | gspo | reinforce
-    order: str = "reverse"      # seeupo's turn order: reverse (SeeUPO) | sequential | random
-    correction: bool = True     # scale earlier turns' advantages by the later turns' ratios (M_j)
-    clip_low: float = 0.2       # per-turn loss clip range [1 - clip_low, 1 + clip_high]
-    clip_high: float = 0.2
-    correction_clip: float = 0.2  # epsilon_a: r_j and M_j are clipped to [1 - eps_a, 1 + eps_a]
-    kl_coef: float = 0.0        # low-variance KL to the reference policy; 0 skips the reference forward
-    ppo_epochs: int = 1         # passes over each turn's samples
-    minibatches: int = 1        # optimizer steps per pass (the samples are split this many ways)
-    max_grad_norm: float = 1.0
-    token_budget: int = 16384   # micro-batch size in padded tokens; gradients accumulate across them
+    """What sweep() does, knob by knob. Built by keyword only, so that a field added anywhere cannot shift the
+    values of the others."""
+    algo: str = _knob("seeupo", "seeupo, or an all-turns baseline: grpo | gspo | reinforce")
+    order: str = _knob("reverse", "seeupo's turn order: reverse (SeeUPO) | sequential | random")
+    correction: bool = _knob(True, "scale earlier turns' advantages by the later turns' clipped ratios (M_j)")
+    clip_low: float = _knob(0.2, "loss clip: ratio >= 1 - clip_low")
+    clip_high: float = _knob(0.2, "loss clip: ratio <= 1 + clip_high")
+    correction_clip: float = _knob(0.2, "epsilon_a: each turn's ratio r_j and the correction M_j stay in "
+                                        "[1-eps, 1+eps]")
+    kl_coef: float = _knob(0.0, "weight of the low-variance KL to the reference policy (train.py: the base model); "
+                                "0 skips the reference forward")
+    ppo_epochs: int = _knob(1, "passes over each turn's samples")
+    minibatches: int = _knob(1, "optimizer steps per pass, per turn for seeupo (the samples are split this many ways)")
+    max_grad_norm: float = _knob(1.0, "gradient clipping (global norm)")
+    token_budget: int = _knob(16384, "micro-batch size in padded tokens; gradients accumulate across micro-batches")
 
 
 def _local(x):
@@ -195,9 +203,8 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
         turns.reverse()
     elif cfg.order == "random":
         random.Random(step_seed).shuffle(turns)
-    gen = torch.Generator().manual_seed(step_seed)
-    tally = {"optimizer_steps": 0, "skipped_steps": 0, "grad_norm": 0.0}
-    stats, applied = {"turns": {}}, []
+    gen = torch.Generator().manual_seed(step_seed)  # draws the minibatch splits
+    steps, turn_stats, applied = [], {}, []  # every optimizer step's Step; per turn: its statistics, the M_j used
 
     for t in turns:
         S = [s for s in samples if s.turn == t]
@@ -209,36 +216,38 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
         ref_logp = _logprobs(logprob_fn, S, cfg, device, reference=True)[0] if cfg.kl_coef else None
         adv_hat = advantages[ep] * correction[ep]
         applied.append(correction[ep].clone())
-        turn_tally = {"loss": 0.0, "kl": 0.0, "clipped": 0.0}
+        turn_steps = []
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(len(S), generator=gen).tolist()
+            perm = torch.randperm(len(S), generator=gen).tolist()  # each pass splits S into new minibatches
             for k in range(cfg.minibatches):
-                _optimizer_step(logprob_fn, optimizer, params, S, order[k :: cfg.minibatches], old_logp, ref_logp,
-                                adv_hat, cfg, reduce_sum, tally, turn_tally)
+                turn_steps.append(_optimizer_step(logprob_fn, optimizer, params, S, perm[k :: cfg.minibatches],
+                                                  old_logp, ref_logp, adv_hat, cfg, reduce_sum))
         new_logp = _logprobs(logprob_fn, S, cfg, device)[0]
         updated, ratio = correction_update(correction[ep], new_logp, old_logp, mask, cfg.correction_clip)
         if per_turn and cfg.correction:
             correction[ep] = updated
-        stats["turns"][t] = _turn_stats(turn_tally, ratio, applied[-1], n_global, cfg.ppo_epochs, reduce_sum)
-
-    # over every (episode, turn) sample of all ranks: the M_j that scaled its advantage, and the KL
-    applied = torch.cat(applied) if applied else torch.ones(0)
-    n, m1, m2 = reduce_sum(torch.tensor([len(applied), applied.sum().item(), (applied**2).sum().item()],
-                                        dtype=torch.float64, device=device)).tolist()
-    n_turns = sum(s["n"] for s in stats["turns"].values())  # the turn statistics are global already
-    stats.update(tally, grad_norm=tally["grad_norm"] / max(tally["optimizer_steps"], 1),
-                 correction_mean=m1 / max(n, 1), correction_std=max(m2 / max(n, 1) - (m1 / max(n, 1)) ** 2, 0.0) ** 0.5,
-                 kl=sum(s["kl"] * s["n"] for s in stats["turns"].values()) / max(n_turns, 1))
-    return stats
+        turn_stats[t] = _turn_stats(turn_steps, ratio, applied[-1], n_global, cfg.ppo_epochs, reduce_sum)
+        steps += turn_steps
+    return _sweep_stats(steps, turn_stats, applied, reduce_sum, device)
 
 
-def _optimizer_step(logprob_fn, optimizer, params, S, minibatch, old_logp, ref_logp, adv_hat, cfg, reduce_sum,
-                    tally, turn_tally):
-    """One optimizer step on a minibatch of S: gradients accumulated over micro-batches, summed over ranks."""
+class Step(NamedTuple):
+    """What one optimizer step reports: sums over its minibatch's samples on this rank, and its gradient."""
+    loss: float       # the per-sample losses (the KL term included)
+    kl: float         # the per-sample KL estimates (0 without kl_coef)
+    clipped: float    # samples whose sequence ratio lay outside the loss clip range
+    grad_norm: float  # the gradient's norm (summed over ranks) before clipping; 0 if not taken
+    taken: bool       # False: the gradient was not finite, and the step was skipped
+
+
+def _optimizer_step(logprob_fn, optimizer, params, S, minibatch, old_logp, ref_logp, adv_hat, cfg, reduce_sum):
+    """One optimizer step on the samples S[i], i in minibatch: gradients accumulated over micro-batches, summed
+    over ranks. old_logp, ref_logp (or None) and adv_hat have one row per sample of S. Returns its Step."""
     # the loss is a mean over the minibatch's samples on ALL ranks, so divide by the global count
     n_global = reduce_sum(torch.tensor([float(len(minibatch))], device=adv_hat.device)).item()
     for p in params:
         p.grad = torch.zeros_like(p)
+    loss_sum = kl_sum = clipped = 0.0
     for micro in micro_batches(minibatch, [s.cost for s in S], cfg.token_budget):
         logp, mask = logprob_fn([S[i] for i in micro])
         logp, old = logp.float(), old_logp[micro, : mask.shape[1]]
@@ -246,32 +255,47 @@ def _optimizer_step(logprob_fn, optimizer, params, S, minibatch, old_logp, ref_l
         if ref_logp is not None:
             kl = kl_k3(logp, ref_logp[micro, : mask.shape[1]], mask)
             per_sample = per_sample + cfg.kl_coef * kl
-            turn_tally["kl"] += kl.sum().item()
+            kl_sum += kl.sum().item()
         (per_sample.sum() / max(n_global, 1)).backward()
         s = sequence_log_ratio(logp.detach(), old, mask).exp()
-        turn_tally["loss"] += per_sample.sum().item()
-        turn_tally["clipped"] += ((s < 1 - cfg.clip_low) | (s > 1 + cfg.clip_high)).sum().item()
+        loss_sum += per_sample.sum().item()
+        clipped += ((s < 1 - cfg.clip_low) | (s > 1 + cfg.clip_high)).sum().item()
     flat = reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]))
     if not torch.isfinite(flat).all():  # never let NaN/inf reach the weights
         warnings.warn("seeupo: non-finite gradient, optimizer step skipped")
-        tally["skipped_steps"] += 1
-        return
+        return Step(loss_sum, kl_sum, clipped, grad_norm=0.0, taken=False)
     offset = 0
     for p in params:
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
         offset += p.numel()
-    tally["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
     optimizer.step()
-    tally["optimizer_steps"] += 1
+    return Step(loss_sum, kl_sum, clipped, grad_norm, taken=True)
 
 
-def _turn_stats(turn_tally, ratio, correction, n, ppo_epochs, reduce_sum):
+def _turn_stats(steps, ratio, correction, n, ppo_epochs, reduce_sum):
     """Means over all ranks' samples of the turn: loss, KL, clip fraction, r_j and M_j (mean and std)."""
-    sums = reduce_sum(torch.tensor([turn_tally["loss"], turn_tally["kl"], turn_tally["clipped"],
-                                    ratio.sum().item(), (ratio**2).sum().item(),
+    loss, kl, clipped = sum(s.loss for s in steps), sum(s.kl for s in steps), sum(s.clipped for s in steps)
+    sums = reduce_sum(torch.tensor([loss, kl, clipped, ratio.sum().item(), (ratio**2).sum().item(),
                                     correction.sum().item(), (correction**2).sum().item()],
                                    dtype=torch.float64, device=ratio.device)).tolist()
     std = lambda s1, s2: max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
     return {"n": int(n), "loss": sums[0] / (n * ppo_epochs), "kl": sums[1] / (n * ppo_epochs),
             "clipfrac": sums[2] / (n * ppo_epochs), "ratio_mean": sums[3] / n, "ratio_std": std(sums[3], sums[4]),
             "correction_mean": sums[5] / n, "correction_std": std(sums[5], sums[6])}
+
+
+def _sweep_stats(steps, turn_stats, applied, reduce_sum, device):
+    """The statistics sweep() returns, over all ranks: per turn (turn_stats), the optimizer steps taken and
+    skipped and their mean gradient norm, the M_j that scaled each (episode, turn) sample's advantage (mean and
+    std), and the mean KL."""
+    applied = torch.cat(applied) if applied else torch.ones(0)
+    n, m1, m2 = reduce_sum(torch.tensor([len(applied), applied.sum().item(), (applied**2).sum().item()],
+                                        dtype=torch.float64, device=device)).tolist()
+    mean = m1 / max(n, 1)
+    taken = [s for s in steps if s.taken]
+    n_turns = sum(s["n"] for s in turn_stats.values())  # the turn statistics are global already
+    return {"turns": turn_stats, "optimizer_steps": len(taken), "skipped_steps": len(steps) - len(taken),
+            "grad_norm": sum(s.grad_norm for s in taken) / max(len(taken), 1),
+            "correction_mean": mean, "correction_std": max(m2 / max(n, 1) - mean**2, 0.0) ** 0.5,
+            "kl": sum(s["kl"] * s["n"] for s in turn_stats.values()) / max(n_turns, 1)}

@@ -14,14 +14,14 @@ Several processes on a CPU (other launch lines silently give one, or two lone, p
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py
 """
 
+import functools
 import importlib.util
 import json
 import os
-import functools
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import psutil
@@ -40,13 +40,19 @@ def arg(default, help):
     return field(default=default, metadata={"help": help})
 
 
+def sweep_arg(name, default, note=""):
+    """A flag that becomes seeupo.SweepConfig's field `name`: its help is that field's, documented there once."""
+    help = next(f.metadata["help"] for f in fields(seeupo.SweepConfig) if f.name == name)
+    return arg(default, f"{help} ({note})" if note else help)
+
+
 @dataclass
 class Args:
     env: Literal[envs.ENV_NAMES] = arg("lookup", "environment (bfcl: see README, needs bfcl-eval)")
     model: str = arg("tiny", "policy: tiny (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a local folder")
-    algo: Literal[seeupo.ALGOS] = arg("seeupo", "seeupo, or an all-turns baseline: grpo | gspo | reinforce")
-    order: Literal[seeupo.ORDERS] = arg("reverse", "seeupo's turn order: reverse (SeeUPO) | sequential | random")
-    correction: bool = arg(True, "scale earlier turns' advantages by later turns' ratios (--no-correction: off)")
+    algo: Literal[seeupo.ALGOS] = sweep_arg("algo", "seeupo")
+    order: Literal[seeupo.ORDERS] = sweep_arg("order", "reverse")
+    correction: bool = sweep_arg("correction", True, "--no-correction: off")
     steps: int = arg(50, "training steps")
     tasks_per_step: int = arg(16, "tasks per step (split over processes; whole groups stay on one)")
     group_size: int = arg(8, "G: episodes per task; advantages are relative to the group's mean")
@@ -57,16 +63,16 @@ class Args:
     max_new_tokens: int = arg(16, "most tokens per turn; a turn without an end-of-turn token ends the episode")
     max_context: int = arg(1024, "most tokens per episode; an episode that would overflow ends, truncated")
     gen_batch_size: int = arg(256, "most sequences generated at once")
-    ppo_epochs: int = arg(4, "passes over each turn's samples (reference setting: 1)")
-    minibatches: int = arg(4, "optimizer steps per pass, per turn for seeupo (reference setting: 2)")
-    clip_low: float = arg(0.2, "loss clip: ratio >= 1 - clip_low")
-    clip_high: float = arg(0.2, "loss clip: ratio <= 1 + clip_high")
-    correction_clip: float = arg(0.2, "epsilon_a: the correction and each turn's ratio stay in [1-eps, 1+eps]")
-    kl_coef: float = arg(0.05, "low-variance KL to the base model (reference setting: 0.002)")
+    ppo_epochs: int = sweep_arg("ppo_epochs", 4, "reference setting: 1")
+    minibatches: int = sweep_arg("minibatches", 4, "reference setting: 2")
+    clip_low: float = sweep_arg("clip_low", 0.2)
+    clip_high: float = sweep_arg("clip_high", 0.2)
+    correction_clip: float = sweep_arg("correction_clip", 0.2)
+    kl_coef: float = sweep_arg("kl_coef", 0.05, "reference setting: 0.002")
     std_norm: bool = arg(False, "divide advantages by their group's std (off in the reference setting)")
     batch_norm: bool = arg(True, "normalise advantages over the batch (unit std, clipped to +-3)")
-    max_grad_norm: float = arg(1.0, "gradient clipping")
-    token_budget: int = arg(16384, "micro-batch size in padded tokens (gradients accumulate across them)")
+    max_grad_norm: float = sweep_arg("max_grad_norm", 1.0)
+    token_budget: int = sweep_arg("token_budget", 16384)
     lora_r: int = arg(16, "LoRA rank")
     lora_alpha: int = arg(32, "LoRA alpha")
     lora_dropout: float = arg(0.0, "LoRA dropout")
@@ -219,9 +225,10 @@ def main(argv=None):
         run.log(record)
         return record["eval_success_rate"]
 
-    cfg = seeupo.SweepConfig(args.algo, args.order, args.correction, args.clip_low, args.clip_high,
-                             args.correction_clip, args.kl_coef, args.ppo_epochs, args.minibatches,
-                             args.max_grad_norm, args.token_budget)
+    cfg = seeupo.SweepConfig(algo=args.algo, order=args.order, correction=args.correction, clip_low=args.clip_low,
+                             clip_high=args.clip_high, correction_clip=args.correction_clip, kl_coef=args.kl_coef,
+                             ppo_epochs=args.ppo_epochs, minibatches=args.minibatches,
+                             max_grad_norm=args.max_grad_norm, token_budget=args.token_budget)
     start = progress["step"]
     last_eval = held_out_eval(0) if start == 0 else float("nan")
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"{args.algo} {args.env}",
