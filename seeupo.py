@@ -16,7 +16,8 @@ The sweep never sees a model. It reaches the policy through one callable,
 that returns, for each sample, the log-probs of its action tokens under the current policy (or, with
 reference=True, under the reference policy), left-aligned in a [B, A] float tensor with a [B, A] bool
 mask. `rollout.Policy.turn_logprobs` implements it for an LLM (turn t's forward runs on the prefix up to
-the end of turn t only); tests/test_seeupo.py implements it for a tabular softmax policy.
+the end of turn t only); `tabular.Tabular` implements it for a tabular softmax policy. SweepConfig holds the
+sweep's knobs, each documented once; train.py builds it from its flags of the same names.
 """
 
 import random

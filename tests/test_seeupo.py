@@ -1,22 +1,14 @@
-"""seeupo.py against hand-computed numbers, and the theory made runnable on a tabular two-turn problem.
-
-Script mode -- watch backward induction happen (or see that at some step size the orders coincide):
-    python tests/test_seeupo.py --lr 0.5 1.0 [--steps 50] [--every 5] [--seed 0]
-prints, step by step and for each update order, turn 1's probability of the rarely visited branch 1 and
-turn 2's probability of the one action that pays there, and the policy's expected reward."""
+"""seeupo.py against hand-computed numbers, and the tabular two-turn problem (tabular.py) solved as the theory
+says: the reverse sweep with its correction ahead where the others lag."""
 
 import math
-import os
-import sys
-
-if __name__ == "__main__":  # script mode: the project root is not on the path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest
 import torch
 
 from seeupo import (SweepConfig, TurnSample, correction_update, grae_advantages, grpo_loss, gspo_loss, kl_k3,
                     micro_batches, sequence_log_ratio, sweep)
+from tabular import Tabular, mean_value
 
 
 # ----------------------------------------------------------------------------- GRAE
@@ -107,62 +99,7 @@ def test_micro_batches_respect_the_token_budget():
     assert all(len(b) * max(costs[i] for i in b) <= 80 for b in batches)
 
 
-# ----------------------------------------------------------------------------- a tabular policy
-PAYOFF = torch.tensor([[0.5, 0.5, 0.5],    # branch 0: safe, 0.5 whatever turn 2 does
-                       [0.0, 0.0, 1.0],    # branch 1: the global optimum, but only with turn 2's action 2
-                       [0.0, 0.0, 0.0]])
-
-
-class Tabular(torch.nn.Module):
-    """Softmax tables: row 0 is turn 1's policy, row 1+s is turn 2's policy in state s (= turn 1's action).
-    The start rarely visits branch 1 (p = 0.11), where turn 2 is still uniform: branch 1 looks worse (1/3)
-    than the safe branch (0.5) until turn 2 has learned it."""
-
-    def __init__(self):
-        super().__init__()
-        self.table = torch.nn.Parameter(torch.cat([torch.tensor([[2.0, 0.0, 0.0]]), torch.zeros(3, 3)]))
-
-    def __call__(self, samples, reference=False):  # seeupo's logprob_fn; sample.data = (rows, actions)
-        width = max(len(s.data[0]) for s in samples)
-        mask = torch.tensor([[k < len(s.data[0]) for k in range(width)] for s in samples])
-        rows = torch.tensor([s.data[0] + [0] * (width - len(s.data[0])) for s in samples])
-        actions = torch.tensor([s.data[1] + [0] * (width - len(s.data[1])) for s in samples])
-        logp = self.table[rows].log_softmax(-1).gather(-1, actions[..., None])[..., 0]
-        return logp * mask, mask
-
-    def value(self):
-        p = self.table.detach().softmax(-1)
-        return float(p[0] @ (p[1:] * PAYOFF).sum(-1))
-
-
-def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minibatches=1, steps=50, seed=0,
-                  episodes=256, group=16, log=None):
-    torch.manual_seed(seed)
-    policy = Tabular()
-    optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
-    cfg = SweepConfig(algo=algo, order=order, correction=correction, minibatches=minibatches, max_grad_norm=1e9)
-    for step in range(steps):
-        with torch.no_grad():
-            p = policy.table.softmax(-1)
-            a1 = torch.multinomial(p[0], episodes, replacement=True)
-            a2 = torch.multinomial(p[1 + a1], 1)[:, 0]
-        advantages = grae_advantages(PAYOFF[a1, a2], torch.arange(episodes) // group)
-        a1, a2 = a1.tolist(), a2.tolist()
-        if algo == "seeupo":
-            samples = [TurnSample(j, 0, 1, ([0], [a1[j]])) for j in range(episodes)]
-            samples += [TurnSample(j, 1, 1, ([1 + a1[j]], [a2[j]])) for j in range(episodes)]
-        else:
-            samples = [TurnSample(j, -1, 2, ([0, 1 + a1[j]], [a1[j], a2[j]])) for j in range(episodes)]
-        sweep(policy, optimizer, samples, advantages, cfg, num_turns=2, step_seed=step)
-        if log:
-            log(step + 1, policy)
-    return policy.value()
-
-
-def mean_value(seeds=range(8), **kwargs):
-    return sum(train_tabular(seed=s, **kwargs) for s in seeds) / len(seeds)
-
-
+# ----------------------------------------------------------------------------- the tabular two-turn problem
 def test_tabular_two_turn_problem_reverse_sweep_reaches_the_optimum_where_others_lag():
     """At a moderate step (SGD lr 0.5, 50 steps, 8 seeds) the reverse sweep with its correction reaches the
     global optimum more often than the forward order, than the reverse order without correction, and than
@@ -170,7 +107,7 @@ def test_tabular_two_turn_problem_reverse_sweep_reaches_the_optimum_where_others
     stuck on the safe branch). Measured over 32 seeds in blocks of 8, reverse led forward by 0.09-0.13 and
     no-correction by 0.06-0.09 in every block; the asserted margins are half of that.
     At a large step (lr 1.0) every per-turn order reaches the optimum within 50 steps (reverse first): the
-    problem is then easy enough that only the speed differs (`python tests/test_seeupo.py` shows it)."""
+    problem is then easy enough that only the speed differs (`python tabular.py` shows it)."""
     reverse = mean_value(algo="seeupo", order="reverse")
     forward = mean_value(algo="seeupo", order="sequential")
     no_correction = mean_value(algo="seeupo", correction=False)
@@ -233,42 +170,3 @@ def test_missing_turns_and_non_finite_log_probs_never_reach_the_weights():
     with pytest.warns(UserWarning, match="non-finite"):
         stats = sweep(broken, optimizer, samples, torch.tensor([1.0, -1.0]), SweepConfig(), num_turns=1)
     assert stats["skipped_steps"] == 1 and torch.equal(before, policy.table.detach())
-
-
-# ----------------------------------------------------------------------------- script mode
-def watch(lrs, steps, every, seed):
-    """The tabular problem step by step: per method, pi1(branch 1), pi2(action 2 | branch 1), expected reward."""
-    methods = {"reverse (SeeUPO)": {}, "sequential": dict(order="sequential"), "random": dict(order="random"),
-               "reverse, M=1": dict(correction=False), "gspo (all at once)": dict(algo="gspo")}
-    for lr in lrs:
-        traces = {}
-        for name, kwargs in methods.items():
-            trace = traces[name] = {0: _snapshot(Tabular())}
-            train_tabular(lr=lr, steps=steps, seed=seed, log=lambda k, p, trace=trace: trace.update({k: _snapshot(p)}),
-                          **kwargs)
-        print(f"\nSGD lr {lr}, seed {seed}. Each cell: pi1(branch 1) pi2(a=2|branch 1) -> expected reward "
-              "(safe branch 0.5, optimum 1.0)")
-        print("step | " + " | ".join(f"{name:^20}" for name in methods))
-        for k in [k for k in range(steps + 1) if k % every == 0 or k == steps]:
-            print(f"{k:4d} | " + " | ".join(f"{p1:.2f} {p2:.2f} -> {v:.2f}".center(20)
-                                              for p1, p2, v in (traces[name][k] for name in methods)))
-    print("\nEvery per-turn order first teaches turn 2 to pay in branch 1; turn 1 then follows into branch 1,\n"
-          "soonest in reverse order, whose turn-1 update already sees turn 2's new policy. At a small step the\n"
-          "columns move alike (the order acts at second order in the step size) and GSPO, averaging over two\n"
-          "turns, moves half as far; at larger steps the reverse order leads, until every order finishes.")
-
-
-def _snapshot(policy):
-    p = policy.table.detach().softmax(-1)
-    return float(p[0, 1]), float(p[2, 2]), policy.value()
-
-
-if __name__ == "__main__":
-    import argparse
-    parser = argparse.ArgumentParser(description="the tabular two-turn problem, step by step, under each update order")
-    parser.add_argument("--lr", type=float, nargs="+", default=[0.5, 1.0], help="SGD learning rates")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--every", type=int, default=5, help="print every N steps")
-    parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args()
-    watch(a.lr, a.steps, a.every, a.seed)
