@@ -8,11 +8,12 @@ transcripts of episodes, and plots of finished runs.
 
 `evaluate()` is the one function every measurement goes through: train.py calls it for the held-out
 `eval_success_rate`, bench/compare.py through train.py. It samples `samples` episodes of each task with
-rollout(), exactly as training does, and returns per-task success counts; `summarize` turns counts into
-the success rate (the mean over all episodes) and the unbiased pass@k estimator. The base policy is the
-same model with the adapter disabled: one copy of the weights for both columns. `transcript()` renders an
-episode from the token ids that were trained on; `plot_runs()` draws metrics.jsonl files (one run, or
-several per method with a band across them).
+rollout(), exactly as training does (the same environment factory), and returns per-task success counts;
+`summarize` turns counts into the success rate (the mean over all episodes) and the unbiased pass@k
+estimator. The base policy is the same model with the adapter disabled: one copy of the weights for both
+columns. `transcript()` renders an episode from the token ids that were trained on; `plot_runs()` draws
+metrics.jsonl files (one run, or several per method with a band across them). EvalArgs inherits the
+sampling flags from rollout.SamplingArgs, as train.Args does: the same names, defaults and help.
 """
 
 import functools
@@ -25,7 +26,7 @@ from typing import Literal
 import torch
 
 import envs
-from rollout import Sampling, check_context, load_policy, rollout
+from rollout import SamplingArgs, check_context, load_policy, rollout
 
 
 def evaluate(policy, env_factory, tasks, samples, sampling, seed=0, reference=False):
@@ -130,19 +131,15 @@ def _align(series):
 
 
 @dataclass
-class EvalArgs:
+class EvalArgs(SamplingArgs):  # the sampling flags (--temperature, --max_context, ...) are rollout.SamplingArgs'
     env: Literal[envs.ENV_NAMES] = field(default="lookup", metadata={"help": "environment"})
     model: str = field(default="tiny", metadata={"help": "base model: tiny, a Hub name or a local folder"})
     adapter: str = field(default="", metadata={"help": "a saved adapter folder (train.py's OUT/adapter)"})
     tasks: int = field(default=200, metadata={"help": "held-out tasks to evaluate (the first N of the test split)"})
     samples: int = field(default=4, metadata={"help": "episodes per task"})
     k: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "pass@k for these k (<= samples)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0 = greedy)"})
-    max_new_tokens: int = field(default=16, metadata={"help": "most tokens per turn"})
-    max_context: int = field(default=1024, metadata={"help": "most tokens per episode"})
     categories: list[str] = field(default_factory=lambda: list(envs.BFCL_CATEGORIES), metadata={"help": "BFCL categories"})
     max_tool_output: int = field(default=2000, metadata={"help": "BFCL: truncate longer tool outputs"})
-    thinking: bool = field(default=False, metadata={"help": "Qwen3: let the model think"})
     seed: int = field(default=0, metadata={"help": "seed of the tiny model and of the sampling"})
     show: int = field(default=0, metadata={"help": "print this many held-out episodes of each policy"})
     plot: str = field(default="", metadata={"help": "plot this run folder's metrics.jsonl to DIR/plot.png, and stop"})
@@ -157,7 +154,7 @@ def main(argv=None):
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.model, seed=args.seed, adapter=args.adapter or None, thinking=args.thinking, device=device)
-    sampling = Sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens, max_context=args.max_context)
+    sampling = args.sampling()
     variants = {args.env: {}}
     if args.env == "bfcl":
         variants = {c: {"category": c, "max_tool_output": args.max_tool_output} for c in args.categories}

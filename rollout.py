@@ -11,6 +11,7 @@
                      are appended as chat-template tokens, so training sees token for token what the
                      policy saw. An episode that would overflow the context is ended and marked truncated.
   turn_samples()     episodes -> seeupo.TurnSample lists (per turn, or whole episode for the baselines)
+  SamplingArgs       the sampling flags train.py and eval.py share; .sampling() -> the Sampling rollout() takes
 
 How it connects: rollout() gets its environments from a factory, a zero-argument callable that returns a
 fresh environment for one episode (e.g. functools.partial(envs.make_env, "lookup")), so this file needs
@@ -97,6 +98,24 @@ class Sampling:
     max_new_tokens: int = 16   # per turn
     max_context: int = 1024    # an episode that would grow past this is ended, marked truncated
     batch_size: int = 256      # the most sequences in one generate call
+
+
+@dataclass
+class SamplingArgs:
+    """The sampling flags, with their defaults and help: train.Args and eval.EvalArgs inherit them."""
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0 = greedy)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
+    max_new_tokens: int = field(default=16, metadata={
+        "help": "most tokens per turn; a turn without an end-of-turn token ends the episode"})
+    max_context: int = field(default=1024, metadata={
+        "help": "most tokens per episode; an episode that would overflow ends, truncated"})
+    gen_batch_size: int = field(default=256, metadata={"help": "most sequences generated at once"})
+    thinking: bool = field(default=False, metadata={"help": "Qwen3: let the model think (<think> blocks)"})
+
+    def sampling(self):
+        """These flags as the Sampling that rollout() takes (thinking goes to load_policy)."""
+        return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                        max_context=self.max_context, batch_size=self.gen_batch_size)
 
 
 class _RecordLogprobs(LogitsProcessor):

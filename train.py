@@ -4,6 +4,9 @@ Each step: pick tasks (each rank its own whole groups) -> rollout.rollout() play
 seeupo.grae_advantages() (batch statistics over all ranks) -> seeupo.sweep() updates the LoRA adapter
 turn by turn, last turn first -> one metrics line. Held-out evaluation goes through eval.evaluate().
 
+Args is the whole configuration: its sampling flags come from rollout.SamplingArgs (eval.py shares them), and
+the flags that become seeupo.SweepConfig take their help from that dataclass, where each is documented.
+
 Everything a run writes is in --out DIR:
   metrics.jsonl   one JSON object per training step (step, reward_mean, success_rate, world_size, ...)
                   and one per held-out evaluation (step, eval_success_rate, ...)
@@ -33,7 +36,7 @@ from transformers import HfArgumentParser
 import envs
 import seeupo
 from eval import evaluate, plot_runs, summarize, transcript
-from rollout import Sampling, check_context, load_policy, rollout, turn_samples
+from rollout import SamplingArgs, check_context, load_policy, rollout, turn_samples
 
 
 def arg(default, help):
@@ -47,7 +50,7 @@ def sweep_arg(name, default, note=""):
 
 
 @dataclass
-class Args:
+class Args(SamplingArgs):  # the sampling flags (--temperature, --max_context, ...) are rollout.SamplingArgs'
     env: Literal[envs.ENV_NAMES] = arg("lookup", "environment (bfcl: see README, needs bfcl-eval)")
     model: str = arg("tiny", "policy: tiny (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a local folder")
     algo: Literal[seeupo.ALGOS] = sweep_arg("algo", "seeupo")
@@ -58,11 +61,6 @@ class Args:
     group_size: int = arg(8, "G: episodes per task; advantages are relative to the group's mean")
     lr: float = arg(1e-3, "AdamW learning rate of the adapter (tiny default; real Qwen + LoRA: ~1e-5)")
     max_turns: int = arg(0, "policy turns per episode (0: the environment's own limit)")
-    temperature: float = arg(1.0, "sampling temperature")
-    top_p: float = arg(1.0, "nucleus sampling")
-    max_new_tokens: int = arg(16, "most tokens per turn; a turn without an end-of-turn token ends the episode")
-    max_context: int = arg(1024, "most tokens per episode; an episode that would overflow ends, truncated")
-    gen_batch_size: int = arg(256, "most sequences generated at once")
     ppo_epochs: int = sweep_arg("ppo_epochs", 4, "reference setting: 1")
     minibatches: int = sweep_arg("minibatches", 4, "reference setting: 2")
     clip_low: float = sweep_arg("clip_low", 0.2)
@@ -79,7 +77,6 @@ class Args:
     qlora: bool = arg(False, "4-bit NF4 base via bitsandbytes (CUDA only)")
     bf16: bool = arg(False, "bfloat16 base weights (GPU)")
     gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass")
-    thinking: bool = arg(False, "Qwen3: let the model think (<think> blocks)")
     bfcl_category: Literal[envs.BFCL_CATEGORIES] = arg("multi_turn_base", "BFCL v4 category to train on")
     bfcl_dense: bool = arg(False, "BFCL: reward = fraction of leading user turns that pass (eval stays binary)")
     max_tool_output: int = arg(2000, "BFCL: tool outputs longer than this many characters are truncated, marked")
@@ -193,7 +190,7 @@ def main(argv=None):
     env_factory = functools.partial(envs.make_env, args.env, **make_env_kwargs(args))  # a fresh one per episode
     env = env_factory()
     train_tasks, test_tasks = env.tasks("train"), env.tasks("test")[: args.eval_tasks]
-    sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens, args.max_context, args.gen_batch_size)
+    sampling = args.sampling()
 
     with accelerator.main_process_first():  # rank 0 builds the tiny model's cache, the others then read it
         policy = load_policy(args.model, seed=args.seed, adapter=checkpoint and os.path.join(checkpoint, "adapter"),
