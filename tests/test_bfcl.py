@@ -1,7 +1,7 @@
-"""bfcl.py: BFCL v4 multi-turn as an environment. The ground truth scores 1.0 everywhere and one call fewer
-scores 0, with the same verdict as BFCL's own checker, malformed calls get error replies, episodes never share
-state, model text cannot run code, and episodes go through the real rollout(). Hostile text: test_bfcl_hostile.py.
-Needs the optional bfcl-eval package (skipped without it)."""
+"""bfcl.py (and bfcl_calls.py): BFCL v4 multi-turn as an environment. The ground truth scores 1.0 everywhere and
+one call fewer scores 0, with the same verdict as BFCL's own checker, malformed calls get error replies, episodes
+never share state, model text cannot run code, and episodes go through the real rollout(). Hostile text:
+test_bfcl_hostile.py. Needs the optional bfcl-eval package (skipped without it)."""
 
 import functools
 import json
@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 import bfcl
+import bfcl_calls
 from rollout import ScriptedPolicy, Sampling, rollout
 from tiny import tiny_tokenizer
 
@@ -56,7 +57,7 @@ def as_bfcl(env, fn):
     from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
     name = f"test{uuid.uuid4().hex}"
     try:
-        with bfcl.Backends(env.entry, env.long_context).active():
+        with bfcl_calls.Backends(env.entry, env.long_context).active():
             return fn(name)
     finally:
         for key in [key for key in vars(multi_turn_utils) if key.startswith(name)]:
@@ -102,7 +103,7 @@ def test_the_ground_truth_replay_matches_bfcls_executor_on_all_800_tasks():
         for task in bfcl.BfclEnv(category).tasks("all"):
             env = bfcl.BfclEnv(category)
             env.reset(task)
-            ours = bfcl.Backends(env.entry, env.long_context)
+            ours = bfcl_calls.Backends(env.entry, env.long_context)
 
             def compare(name):
                 for k, turn in enumerate(env.truth):

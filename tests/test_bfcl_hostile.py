@@ -1,9 +1,9 @@
-"""bfcl.py against hostile model text. One test per class of what an adversarial run found -- a step that
-raises, a step that never ends, an episode that changes the process, reward for calls that were refused, state
-shared between episodes -- each with more attacks than the ones reported, then a generator of random hostile
-messages on all four categories: no step raises or takes long, nothing process-wide changes, an episode's reward
-is that of its successful calls replayed alone, and two episodes interleaved step by step behave as each alone.
-Needs the optional bfcl-eval package (skipped without it)."""
+"""bfcl.py and bfcl_calls.py against hostile model text. One test per class of what an adversarial run found --
+a step that raises, a step that never ends, an episode that changes the process, reward for calls that were
+refused, state shared between episodes -- each with more attacks than the ones reported, then a generator of
+random hostile messages on all four categories: no step raises or takes long, nothing process-wide changes, an
+episode's reward is that of its successful calls replayed alone, and two episodes interleaved step by step behave
+as each alone. Needs the optional bfcl-eval package (skipped without it)."""
 
 import copy
 import decimal
@@ -22,9 +22,10 @@ pytest.importorskip("bfcl_eval", reason="needs: pip install --no-deps bfcl-eval=
 import mpmath  # noqa: E402  (installed with bfcl-eval)
 
 import bfcl  # noqa: E402
+import bfcl_calls  # noqa: E402
 
 SECONDS = 2.0  # every step must end within this here: the guard stops calls after 1 s, the rest is margin
-MODULES = sorted({bfcl.CLASS_FILE_PATH_MAPPING[c] for category in bfcl.CATEGORIES
+MODULES = sorted({bfcl_calls.CLASS_FILE_PATH_MAPPING[c] for category in bfcl.CATEGORIES
                   for e in bfcl.load_category(category)[0] for c in e["involved_classes"]}
                  | {"bfcl_eval.eval_checker.multi_turn_eval.func_source_code.long_context"})
 
@@ -93,17 +94,17 @@ RAISED = [  # (category, index, text): each raised or crashed the environment be
     ("multi_turn_base", 10, f"[cd(folder={deep(300)})]"),  # over it
     ("multi_turn_base", 10, "[cd(folder=" + "-" * 20_000 + "1)]"),
     ("multi_turn_base", 10, "[cd(folder=" + "(" * 5000 + "1" + ")" * 5000 + ")]"),
-    ("multi_turn_base", 10, "[" + "ls(), " * (bfcl.MAX_CALLS + 1) + "]"),
-    ("multi_turn_base", 10, "\n".join([call("ls")] * (bfcl.MAX_CALLS + 1))),
-    ("multi_turn_base", 10, "[ls(a='" + "x" * bfcl.MAX_TEXT + "')]"),
+    ("multi_turn_base", 10, "[" + "ls(), " * (bfcl_calls.MAX_CALLS + 1) + "]"),
+    ("multi_turn_base", 10, "\n".join([call("ls")] * (bfcl_calls.MAX_CALLS + 1))),
+    ("multi_turn_base", 10, "[ls(a='" + "x" * bfcl_calls.MAX_TEXT + "')]"),
     ("multi_turn_base", 10, call("echo", content="\ud800x\x00", file_name=None)),  # a lone surrogate
     ("multi_turn_base", 10, call("cd", folder={"a": {"b": [1.5, None, True]}})),  # wrong types inside the backend
     ("multi_turn_base", 10, call("cd", folder=None)),
     ("multi_turn_base", 10, '<tool_call>{"name": "cd", "arguments": {"folder": NaN}}</tool_call>'),
     ("multi_turn_base", 10, "[cd(folder=1e999)]"),
     ("multi_turn_base", 10, "[cd(folder={1, 2}), cd(folder=b'x'), cd(folder=1j), cd(folder=...)]"),
-    ("multi_turn_base", 35, call("mean", numbers=list(range(bfcl.MAX_VALUES - 1)))),  # at the limit: runs
-    ("multi_turn_base", 35, call("mean", numbers=list(range(bfcl.MAX_VALUES)))),  # over it
+    ("multi_turn_base", 35, call("mean", numbers=list(range(bfcl_calls.MAX_VALUES - 1)))),  # at the limit: runs
+    ("multi_turn_base", 35, call("mean", numbers=list(range(bfcl_calls.MAX_VALUES)))),  # over it
     ("multi_turn_base", 35, call("standard_deviation", numbers=[[1]] * 3)),
     ("multi_turn_base", 35, call("logarithm", value=[1], base={"a": 1}, precision=5)),
 ]
@@ -139,7 +140,7 @@ SLOW = [  # each ran for seconds to forever before, through offered tools with l
     call("logarithm", value=2, base=3, precision=100_000.0), call("round_number", number=5, decimal_places=-10**9),
     "<tool_call>" * 9_000, "<tool_call>" * 4_000 + "</tool_call>" * 4_000, "<tool_call></tool_call>" * 4_000,
     "<think>" * 9_000 + call("pwd"), "<think></think>" * 6_000 + call("power", base=3, exponent=10**9),
-    "x" * (10 * bfcl.MAX_TEXT),
+    "x" * (10 * bfcl_calls.MAX_TEXT),
 ]
 
 
@@ -183,16 +184,16 @@ def test_the_guard_stops_loops_sleeps_and_memory_and_stays_out_of_the_way_elsewh
 
     for fn in [spin, lambda: time.sleep(30)]:
         start = time.monotonic()
-        with pytest.raises(bfcl.Stopped, match="ran out of time"):
-            bfcl.guarded(fn, 0.2)
+        with pytest.raises(bfcl_calls.Stopped, match="ran out of time"):
+            bfcl_calls.guarded(fn, 0.2)
         assert time.monotonic() - start < 1.0
     handler = signal.getsignal(signal.SIGALRM)
-    if bfcl._resident():  # Linux: resident memory is watched too
-        with pytest.raises(bfcl.Stopped, match="MiB of memory"):
-            bfcl.guarded(lambda: [b"x" * (1 << 20) for _ in range(4 * (bfcl.MAX_GROWTH >> 20))], 30)
+    if bfcl_calls._resident():  # Linux: resident memory is watched too
+        with pytest.raises(bfcl_calls.Stopped, match="MiB of memory"):
+            bfcl_calls.guarded(lambda: [b"x" * (1 << 20) for _ in range(4 * (bfcl_calls.MAX_GROWTH >> 20))], 30)
     assert signal.getsignal(signal.SIGALRM) == handler and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     out = []  # outside the main thread there is no SIGALRM: it runs unguarded
-    thread = threading.Thread(target=lambda: out.append(bfcl.guarded(lambda: 7, 0.1)))
+    thread = threading.Thread(target=lambda: out.append(bfcl_calls.guarded(lambda: 7, 0.1)))
     thread.start()
     thread.join()
     assert out == [7]
@@ -200,7 +201,8 @@ def test_the_guard_stops_loops_sleeps_and_memory_and_stays_out_of_the_way_elsewh
     previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.3)
-        assert bfcl.guarded(lambda: time.sleep(0.05) or 8, 0.01) == 8 and signal.getitimer(signal.ITIMER_REAL)[0] > 0
+        assert bfcl_calls.guarded(lambda: time.sleep(0.05) or 8, 0.01) == 8
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0
         time.sleep(0.5)
         assert fired == [1]
     finally:
@@ -304,12 +306,12 @@ def value(rng, depth=0):
     if kind == 2:
         return rng.choice(STRINGS + ["x" * rng.randint(1, 3000)])
     if kind == 3:
-        return json.loads(deep(rng.choice([2, bfcl.MAX_DEPTH, bfcl.MAX_DEPTH + 1, 40])))
+        return json.loads(deep(rng.choice([2, bfcl_calls.MAX_DEPTH, bfcl_calls.MAX_DEPTH + 1, 40])))
     if kind == 4:
         return [value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
     if kind == 5:
         return {rng.choice(["a", "a-b", "", "class", "ｂ", "folder"]): value(rng, depth + 1)}
-    return list(range(rng.choice([10, bfcl.MAX_VALUES + 1])))
+    return list(range(rng.choice([10, bfcl_calls.MAX_VALUES + 1])))
 
 
 def hostile(rng, env, truth_calls):
@@ -338,16 +340,16 @@ def hostile(rng, env, truth_calls):
     if form == 3:  # text that hurt the parser
         n = rng.choice([10, 1000, 8000])
         return rng.choice(["<tool_call>" * n, "<think>" * n + "[pwd()]", "</tool_call>" * n + call("pwd"),
-                           "<think>x</think>" * n + call("pwd"), "[" + "pwd(), " * (bfcl.MAX_CALLS + 1) + "]"])
+                           "<think>x</think>" * n + call("pwd"), "[" + "pwd(), " * (bfcl_calls.MAX_CALLS + 1) + "]"])
     if "power" in env.offered and rng.random() < 0.7:  # MathAPI's costly arguments, refused, or cheap enough to run
         return rng.choice([call("power", base=rng.choice([3, 2**62, 1.5, True]), exponent=rng.choice([10**9, 5000, 2, -10**9])),
-                           call("square_root", number=2, precision=rng.choice([10**7, 3, "5", 1e300, bfcl.MAX_DIGITS, -1])),
+                           call("square_root", number=2, precision=rng.choice([10**7, 3, "5", 1e300, bfcl_calls.MAX_DIGITS, -1])),
                            call("logarithm", value=rng.choice([2, "1e100000000", [1]]), base=3,
-                                precision=rng.choice([10**6, 3, "9" * 9, bfcl.MAX_DIGITS])),
-                           call("round_number", number=rng.choice([5, 2.5]), decimal_places=rng.choice([-10**9, 3, -bfcl.MAX_DIGITS])),
+                                precision=rng.choice([10**6, 3, "9" * 9, bfcl_calls.MAX_DIGITS])),
+                           call("round_number", number=rng.choice([5, 2.5]), decimal_places=rng.choice([-10**9, 3, -bfcl_calls.MAX_DIGITS])),
                            call("multiply", a=2**62, b=2**62), call("mean", numbers=[1e308] * 999)])
     return rng.choice(["[mkdir(dir_name='c'), cp(source='c', destination='c'), find(path='c'), du()]",  # a cycle
-                       "[" + ", ".join(["mkdir(dir_name='c'), cd(folder='c')"] * (bfcl.MAX_CALLS // 2)) + "]",  # deep
+                       "[" + ", ".join(["mkdir(dir_name='c'), cd(folder='c')"] * (bfcl_calls.MAX_CALLS // 2)) + "]",  # deep
                        call("echo", content="x" * 90_000, file_name=None)])
 
 
