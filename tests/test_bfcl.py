@@ -76,6 +76,7 @@ def env_at(category="multi_turn_base", index=0, **kwargs):
     return env, env.reset({"id": "t", "category": category, "index": index})
 
 
+@pytest.mark.slow  # all 800 tasks, twice
 def test_ground_truth_scores_1_and_one_call_fewer_scores_0_on_all_800_tasks():
     start, n = time.time(), 0
     for category in bfcl.CATEGORIES:
@@ -94,6 +95,7 @@ def test_ground_truth_scores_1_and_one_call_fewer_scores_0_on_all_800_tasks():
     assert n == 800 and seconds < 300  # measured ~13 s; a generous sanity bound
 
 
+@pytest.mark.slow  # all 800 tasks, twice
 def test_the_ground_truth_replay_matches_bfcls_executor_on_all_800_tasks():
     """The reward replays the ground truth with this file's executor (never BFCL's eval()): per user turn, the
     same result strings and the same backend states (BFCL's own comparison) as BFCL's executor."""

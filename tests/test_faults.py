@@ -12,19 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import train
+from conftest import BAD_FLAGS, ROOT, SMALL, run_train
 from seeupo import SweepConfig, TurnSample, sweep
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--tasks_per_step", "4", "--group_size", "4", "--eval_tasks", "8", "--ppo_epochs", "1", "--minibatches", "2"]
 TIMING = {"rollout_tokens_per_s", "rollout_seconds", "train_seconds", "step_seconds"}
-
-
-def train(*args, env=None, launcher=(sys.executable,), check=True):
-    out = subprocess.run([*launcher, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=1200,
-                         env={**os.environ, **(env or {})})
-    if check:
-        assert out.returncode == 0, out.stderr[-3000:]
-    return out
 
 
 def lines(path):
@@ -35,10 +27,11 @@ def adapter(out):
     return load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path):
     flags = [*SMALL, "--steps", "4", "--save_every", "1", "--eval_every", "2", "--show_every", "1"]
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
-    train(*flags, "--out", whole)
+    run_train(*flags, "--out", whole)
 
     proc = subprocess.Popen([sys.executable, "train.py", *flags, "--out", killed], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -48,7 +41,7 @@ def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # step 3 is under way: its rollout or its sweep
     assert proc.wait() == -signal.SIGKILL
-    train(*flags, "--resume", "--out", killed)
+    run_train(*flags, "--resume", "--out", killed)
 
     # the same step counter, metrics, samples, adapter (so the same optimizer state and RNG draws)
     assert lines(os.path.join(killed, "metrics.jsonl")) == lines(os.path.join(whole, "metrics.jsonl"))
@@ -57,23 +50,24 @@ def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_crash_while_saving_never_loses_the_last_checkpoint(tmp_path):
     out = str(tmp_path / "run")
-    train(*SMALL, "--steps", "1", "--out", out)
+    run_train(*SMALL, "--steps", "1", "--out", out)
     ckpt = os.path.join(out, "checkpoint")
     os.makedirs(ckpt + ".tmp")  # a save that died half-way: ignored
     open(os.path.join(ckpt + ".tmp", "garbage"), "w").write("half")
     os.replace(ckpt, ckpt + ".old")  # and one that died between its two renames: the old one is used
-    train(*SMALL, "--steps", "2", "--resume", "--out", out)
+    run_train(*SMALL, "--steps", "2", "--resume", "--out", out)
     assert [r["step"] for r in lines(os.path.join(out, "metrics.jsonl")) if "reward_mean" in r] == [1, 2]
     assert json.load(open(os.path.join(ckpt, "progress.json")))["step"] == 2
 
 
+@pytest.mark.slow
 def test_two_processes_reproduce_themselves_and_share_statistics(tmp_path):
-    launcher = ("accelerate", "launch", "--multi_gpu", "--num_processes", "2")
     outs = [str(tmp_path / f"run{i}") for i in range(2)]
     for out in outs:
-        train(*SMALL, "--steps", "2", "--out", out, launcher=launcher, env={"ACCELERATE_USE_CPU": "1"})
+        run_train(*SMALL, "--steps", "2", "--out", out, processes=2)
     first, second = (lines(os.path.join(out, "metrics.jsonl")) for out in outs)
     assert first == second
     for step in (r for r in first if "reward_mean" in r):
@@ -83,21 +77,26 @@ def test_two_processes_reproduce_themselves_and_share_statistics(tmp_path):
         assert sum(t["n"] for t in step["turn_stats"].values()) == round(step["turns_mean"] * step["episodes"])
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--order", "backwards"], "argument --order: invalid choice: 'backwards'"),
-    (["--env", "appworld"], "argument --env: invalid choice: 'appworld'"),
-    (["--group_size", "1"], "--group_size must be >= 2"),
-    (["--qlora"], "--qlora needs a CUDA GPU"),
-    (["--model", "no-such/model"], "cannot load model 'no-such/model'"),
-    (["--max_context", "40"], "the first prompt has"),
-    (["--tasks_per_step", "0"], "--tasks_per_step must be >= 1"),
-])
-def test_bad_configuration_is_one_line_that_says_what_to_do(args, message, tmp_path):
-    if "--qlora" in args and torch.cuda.is_available():
+@pytest.mark.parametrize("argv,message", BAD_FLAGS)
+def test_bad_configuration_is_one_line_that_says_what_to_do(argv, message, tmp_path, capsys, offline_hub):
+    if "--qlora" in argv and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = train(*args, "--out", str(tmp_path / "run"), env={"HF_HUB_OFFLINE": "1"}, check=False)
-    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as stop:
+        train.main([*argv, "--out", str(tmp_path / "run")])
+    code = stop.value.code
+    if isinstance(code, str):  # ours: Python prints it as the one line on stderr
+        assert message in code and "\n" not in code
+    else:  # argparse: its usage, then one line naming the flag
+        assert code == 2 and message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run" / "checkpoint")
+
+
+@pytest.mark.parametrize("argv,message", [(["--algo", "ppo"], "argument --algo: invalid choice: 'ppo'"),  # argparse's
+                                          (["--group_size", "1"], "error: --group_size must be >= 2")])  # ours
+def test_a_refusal_reaches_the_terminal_as_one_line_without_a_traceback(argv, message, tmp_path):
+    result = run_train(*argv, "--out", str(tmp_path / "run"), check=False)
+    assert result.returncode != 0 and message in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
 
 
 def test_extreme_log_prob_differences_never_reach_the_weights_as_nan():

@@ -148,8 +148,7 @@ def test_qlora_without_cuda_is_a_one_line_error():
         load_policy("tiny", qlora=True)
 
 
-def test_unknown_model_is_a_one_line_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_unknown_model_is_a_one_line_error(offline_hub):
     with pytest.raises(SystemExit, match="cannot load model 'no-such/model'.*--model tiny"):
         load_policy("no-such/model")
 

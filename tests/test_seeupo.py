@@ -100,6 +100,7 @@ def test_micro_batches_respect_the_token_budget():
 
 
 # ----------------------------------------------------------------------------- the tabular two-turn problem
+@pytest.mark.slow  # 2,200 sweeps: minutes on a 2-core CPU
 def test_tabular_two_turn_problem_reverse_sweep_reaches_the_optimum_where_others_lag():
     """At a moderate step (SGD lr 0.5, 50 steps, 8 seeds) the reverse sweep with its correction reaches the
     global optimum more often than the forward order, than the reverse order without correction, and than

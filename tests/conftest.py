@@ -1,0 +1,62 @@
+"""What the tests share: a small training setting, train.py run as a subprocess (one process, or the README's
+two-process launch on a CPU), its metrics, the bad flags it must refuse, and a Hub that is offline.
+
+Tests marked `slow` take from a quarter of a minute to many minutes: they run train.py end to end (and so build
+the warmed-up tiny model, about a minute, once), train many times (the tabular problem) or play all 800 BFCL
+tasks. The quick loop leaves them out; the README's command, which CI runs, runs everything:
+
+    python -m pytest -q -m "not slow"      # under a minute
+    python -m pytest -q tests              # everything
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--tasks_per_step", "4", "--group_size", "4", "--eval_tasks", "8", "--ppo_epochs", "1", "--minibatches", "2"]
+
+# flags train.py must refuse in one line that says what to do (argparse's own line for an unknown choice),
+# before any model is loaded where possible: (argv, what the line says)
+BAD_FLAGS = [
+    (["--order", "backwards"], "argument --order: invalid choice: 'backwards'"),
+    (["--algo", "ppo"], "argument --algo: invalid choice: 'ppo'"),
+    (["--env", "appworld"], "argument --env: invalid choice: 'appworld'"),
+    (["--group_size", "1"], "--group_size must be >= 2"),
+    (["--tasks_per_step", "0"], "--tasks_per_step must be >= 1"),
+    (["--algo", "grpo", "--order", "random"], "--order and --no-correction belong to --algo seeupo"),
+    (["--max_context", "16"], "--max_context must be larger than --max_new_tokens"),
+    (["--eval_every", "-1"], "--eval_every, --save_every, --show_every, --cpu_threads: >= 0"),
+    (["--qlora"], "--qlora needs a CUDA GPU"),
+    (["--model", "no-such/model"], "cannot load model 'no-such/model'"),
+    pytest.param(["--max_context", "40"], "the first prompt has", marks=pytest.mark.slow),  # builds the tiny model
+]
+
+
+def run_train(*args, processes=1, env=None, check=True):
+    """`python train.py ARGS` as a subprocess; processes=2: the README's launch line for two ranks on a CPU."""
+    launcher = [sys.executable] if processes == 1 else \
+        ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes)]
+    env = {**os.environ, **({"ACCELERATE_USE_CPU": "1"} if processes > 1 else {}), **(env or {})}
+    out = subprocess.run([*launcher, "train.py", *args], cwd=ROOT, capture_output=True, text=True, env=env,
+                         timeout=1200)
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def records(out_dir):
+    """The JSON lines of a run's metrics.jsonl."""
+    return [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """No Hub requests: a name that is not a local folder fails at once (the Hub client reads HF_HUB_OFFLINE when
+    it is imported, so setting the variable inside a test alone would still retry for ~20 s without a network)."""
+    import huggingface_hub.constants
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
