@@ -1,4 +1,4 @@
-"""SeeUPO, the algorithm and nothing else (arXiv 2602.06554; restated in ../shared/SEEUPO.md).
+"""SeeUPO, the algorithm and nothing else (arXiv 2602.06554; restated in docs/algorithm.md).
 
 What is here:
   grae_advantages  A_j = R_j - mean_group(R), optional group-std division, batch normalisation, clip +-3
