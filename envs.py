@@ -1,4 +1,4 @@
-"""Environments: the small interface every environment implements, and two procedural toy environments.
+"""Environments: the small interface every environment implements, and three procedural toy environments.
 
 An environment object plays ONE episode (fresh state each time, so episodes never share state):
 
@@ -16,15 +16,18 @@ to the chat template's `tools=`.
 Tasks are plain dicts (JSON-serialisable, with an "id"), deterministic from a seed, in two disjoint
 splits: `env.tasks("train")` for training, `env.tasks("test")` for held-out evaluation.
 
-Both toy environments need what earlier replies revealed in later turns, so credit has to flow across
-turns, and both know their random-policy and optimal success rates (asserted in tests/test_envs.py):
+The toy environments need what earlier replies revealed in later turns, so credit has to flow across
+turns, and each knows its random-policy and optimal success rates (asserted in tests/test_envs.py):
 
 - `lookup` (tool-use shaped): the user asks for the code in one of four lockers; turn 1 `get(X)` opens
   locker X and the environment replies with its code; turn 2 `answer(N)` submits. Optimal: get(asked),
   then answer(code): two copies, the second from a reply, and turn 1 only pays through turn 2.
 - `guess` (higher/lower): a secret, one of three listed digits; `guess(N)` gets "higher", "lower" or
   "correct". Optimal: binary search -- the middle one, then the side the reply names -- always within
-  the 2 turns; turn 1's middle guess only pays through turn 2.
+  the 2 turns; turn 1's middle guess only pays through turn 2. A guess is echoed: "5: higher".
+- `relay` (the long horizon): a path of forks, 4 by default (`max_turns`, up to 10); each message offers two
+  doors and names the one that leads on, `open(N)` opens one. Only the last fork pays, so every turn pays
+  only through all the turns after it. Random: 1/2 per fork (1/16 at depth 4); optimal: 1.
 """
 
 import itertools
@@ -46,7 +49,7 @@ class LookupEnv:
     tools = None  # the actions are described in the system prompt: short enough for the tiny model
     lockers = ("A", "B", "C", "D")
     codes = 4  # codes are 0..3
-    system = "Find the code. First get(X) opens locker X, then answer(N) submits code N. One call per turn."
+    system = "Find the code: get(X) opens locker X, answer(N) submits code N."
 
     def __init__(self, max_turns=2):
         self.max_turns = max_turns
@@ -106,7 +109,7 @@ class GuessEnv:
 
     name = "guess"
     tools = None
-    system = "Find my number. guess(N) gets higher, lower or correct. One call per turn."
+    system = "Find my number: guess(N) says higher, lower or correct."
 
     def __init__(self, max_turns=2):
         self.max_turns = max_turns
@@ -136,8 +139,8 @@ class GuessEnv:
             reply = "correct" if n == secret else "higher" if n < secret else "lower"
             self.left = [x for x in self.left if (x > n if n < secret else x < n)]
         done = reply == "correct" or self.turn >= self.max_turns
-        if not done:
-            return user(reply), False, 0.0, info
+        if not done:  # a well-formed guess is echoed ("5: higher"), so the next turn can copy it
+            return user(reply if info else f"{n}: {reply}"), False, 0.0, info
         return user(reply), True, float(reply == "correct"), {**info, "success": reply == "correct"}
 
     def random_action(self, rng):
@@ -153,7 +156,70 @@ class GuessEnv:
     optimal_success = 1.0
 
 
-ENVS = {"lookup": LookupEnv, "guess": GuessEnv}  # the toy environments (tiny.py warms its model up on these)
+class RelayEnv:
+    """A path of forks: each message offers two doors and names the one that leads on; open(N) opens a door.
+    The next fork is only shown once this one is passed, so every turn pays only through the turns after it.
+    Reward 1 for passing all `max_turns` forks (4 by default), else 0; a wrong door or a malformed call ends
+    the episode (there are exactly as many turns as forks)."""
+
+    name = "relay"
+    tools = None
+    system = "Pass every fork: each message offers two doors and says which leads on; open(N) opens door N."
+    most_forks = 10  # every task holds this many forks; an episode plays the first max_turns
+
+    def __init__(self, max_turns=4):
+        if not 1 <= max_turns <= self.most_forks:
+            raise SystemExit(f"error: relay has 1 to {self.most_forks} forks (--max_turns)")
+        self.max_turns = max_turns
+
+    @staticmethod
+    def tasks(split, n=None, seed=0):
+        """Held-out = tasks whose first two right doors sum to a multiple of 4, which no training task has."""
+        rng, out = random.Random(f"relay-{seed}"), []
+        want = n or {"train": 2000, "test": 200}[split]
+        while len(out) < want:
+            forks = [[*rng.sample(range(10), 2), rng.randrange(2)] for _ in range(RelayEnv.most_forks)]
+            held_out = (forks[0][forks[0][2]] + forks[1][forks[1][2]]) % 4 == 0
+            if held_out == (split == "test"):
+                out.append({"id": f"relay-{split}-{len(out)}", "forks": forks})
+        return out
+
+    def _fork(self):
+        a, b, right = self.task["forks"][self.passed]
+        return f"{a} or {b}? {(a, b)[right]} leads on."
+
+    def reset(self, task):
+        self.task, self.passed = task, 0
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self._fork()}]
+
+    def step(self, text):
+        a, b, right = self.task["forks"][self.passed]
+        call = CALL.match(text)
+        if not call or call.group(1) != "open" or call.group(2) not in (str(a), str(b)):
+            return user("bad call; use open(N) with a door offered"), True, 0.0, {"malformed": True, "success": False}
+        door = int(call.group(2))
+        if door != (a, b)[right]:
+            return user(f"{door}: dead end"), True, 0.0, {"success": False}
+        self.passed += 1
+        if self.passed == self.max_turns:
+            return user(f"{door}: out"), True, 1.0, {"success": True}
+        return user(f"{door}: {self._fork()}"), False, 0.0, {}
+
+    def random_action(self, rng):
+        """One of the two doors offered now, uniformly (the tiny model's warm-up)."""
+        return f"open({rng.choice(self.task['forks'][self.passed][:2])})"
+
+    def oracle_action(self):
+        """The door the message names."""
+        a, b, right = self.task["forks"][self.passed]
+        return f"open({(a, b)[right]})"
+
+    # random_action passes each fork with probability 1/2
+    random_success = 0.5**4
+    optimal_success = 1.0
+
+
+ENVS = {"lookup": LookupEnv, "guess": GuessEnv, "relay": RelayEnv}  # the toy environments (tiny.py warms its model up on these)
 ENV_NAMES = (*ENVS, "bfcl")  # bfcl.py: BFCL v4 multi-turn, needs the optional bfcl-eval package
 BFCL_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
 

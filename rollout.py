@@ -103,7 +103,7 @@ class Sampling:
 @dataclass
 class SamplingArgs:
     """The sampling flags, with their defaults and help: train.Args and eval.EvalArgs inherit them."""
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0 = greedy)"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0 = greedy; the authors: 0.9)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=16, metadata={
         "help": "most tokens per turn; a turn without an end-of-turn token ends the episode"})
@@ -119,8 +119,8 @@ class SamplingArgs:
 
 
 class _RecordLogprobs(LogitsProcessor):
-    """Records log pi(token) of each sampled token from the RAW logits (before temperature / top-p), keeping
-    one [B, V] row at a time: at step k+1 it sees the token drawn at step k. Must run first in the list."""
+    """Records log pi(token) of each sampled token from the logits / temperature (before top-p, as verl and
+    TRL do), keeping one [B, V] row at a time: at step k+1 it sees the token drawn at step k."""
 
     def __init__(self):
         self.last, self.logprobs = None, []
@@ -143,6 +143,9 @@ class Policy:
         self.model, self.tokenizer, self.chat_kwargs = model, tokenizer, chat_kwargs or {}
         self.stop_ids = sorted({tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id} - {None})
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        # pi = softmax(logits / temperature): the policy that samples at that temperature. train.py sets it
+        # to the sampling temperature, so that the sweep's ratios and KL are those of the sampling policy
+        self.temperature = 1.0
 
     @property
     def device(self):
@@ -175,9 +178,10 @@ class Policy:
         for k in range(0, len(contexts), sampling.batch_size):
             ids, attention, _ = self._batch(contexts[k : k + sampling.batch_size])
             recorder = _RecordLogprobs()
-            processors = [recorder]  # generate() itself adds no processor: it samples at temperature 1, top-p 1
+            processors = []  # generate() itself adds no processor: it samples at temperature 1, top-p 1
             if sampling.temperature > 0 and sampling.temperature != 1:
                 processors.append(TemperatureLogitsWarper(sampling.temperature))
+            processors.append(recorder)
             if sampling.temperature > 0 and sampling.top_p < 1:
                 processors.append(TopPLogitsWarper(sampling.top_p))
             with self._adapter(reference):
@@ -218,7 +222,7 @@ class Policy:
         rows, mask = rows.to(logits.device), mask.to(logits.device)
         batch = torch.arange(len(samples), device=logits.device)[:, None]
         targets = ids.gather(1, (rows + 1 + width - keep).clamp(max=width - 1))
-        logp = logits[batch, rows].float().log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+        logp = (logits[batch, rows].float() / self.temperature).log_softmax(-1).gather(-1, targets[..., None])[..., 0]
         return logp * mask, mask
 
 

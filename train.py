@@ -31,7 +31,7 @@ import psutil
 import torch
 from accelerate import Accelerator
 from tqdm import tqdm
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, get_scheduler
 
 import envs
 import seeupo
@@ -56,23 +56,24 @@ class Args(SamplingArgs):  # the sampling flags (--temperature, --max_context, .
     algo: Literal[seeupo.ALGOS] = sweep_arg("algo", "seeupo")
     order: Literal[seeupo.ORDERS] = sweep_arg("order", "reverse")
     correction: bool = sweep_arg("correction", True, "--no-correction: off")
-    steps: int = arg(50, "training steps")
+    steps: int = arg(40, "training steps")
     tasks_per_step: int = arg(16, "tasks per step (split over processes; whole groups stay on one)")
     group_size: int = arg(8, "G: episodes per task; advantages are relative to the group's mean")
     lr: float = arg(1e-3, "AdamW learning rate of the adapter (tiny default; real Qwen + LoRA: ~1e-5)")
+    lr_scheduler_type: Literal["linear", "constant"] = arg("linear", "lr schedule over --steps (linear: to 0 at the end)")
     max_turns: int = arg(0, "policy turns per episode (0: the environment's own limit)")
-    ppo_epochs: int = sweep_arg("ppo_epochs", 4, "reference setting: 1")
-    minibatches: int = sweep_arg("minibatches", 4, "reference setting: 2")
+    ppo_epochs: int = sweep_arg("ppo_epochs", 4, "the authors: 1")
+    minibatches: int = sweep_arg("minibatches", 4, "the authors: 1")
     clip_low: float = sweep_arg("clip_low", 0.2)
     clip_high: float = sweep_arg("clip_high", 0.2)
     correction_clip: float = sweep_arg("correction_clip", 0.2)
-    kl_coef: float = sweep_arg("kl_coef", 0.05, "reference setting: 0.002")
-    std_norm: bool = arg(False, "divide advantages by their group's std (off in the reference setting)")
+    kl_coef: float = sweep_arg("kl_coef", 0.05, "the authors: 0.002")
+    std_norm: bool = arg(False, "divide advantages by their group's std (the authors: off)")
     batch_norm: bool = arg(True, "normalise advantages over the batch (unit std, clipped to +-3)")
     max_grad_norm: float = sweep_arg("max_grad_norm", 1.0)
     token_budget: int = sweep_arg("token_budget", 16384)
-    lora_r: int = arg(16, "LoRA rank")
-    lora_alpha: int = arg(32, "LoRA alpha")
+    lora_r: int = arg(8, "LoRA rank")
+    lora_alpha: int = arg(16, "LoRA alpha")
     lora_dropout: float = arg(0.0, "LoRA dropout")
     qlora: bool = arg(False, "4-bit NF4 base via bitsandbytes (CUDA only)")
     bf16: bool = arg(False, "bfloat16 base weights (GPU)")
@@ -198,8 +199,10 @@ def main(argv=None):
                              qlora=args.qlora, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
                              thinking=args.thinking, device=accelerator.device)
     check_context(policy, env, train_tasks[0], sampling)
+    policy.temperature = args.temperature or 1.0  # log-probs of the policy that samples (greedy: the raw one)
     optimizer = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=args.lr)
-    accelerator.register_for_checkpointing(optimizer)
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=0, num_training_steps=args.steps)
+    accelerator.register_for_checkpointing(optimizer, scheduler)
     progress = {"step": 0}
     if checkpoint:
         accelerator.load_state(checkpoint)
@@ -243,6 +246,7 @@ def main(argv=None):
         samples = turn_samples(episodes, whole_episode=args.algo != "seeupo")
         stats = seeupo.sweep(policy.turn_logprobs, optimizer, samples, advantages, cfg, env.max_turns,
                              step_seed=args.seed * 7919 + step, reduce_sum=reduce_sum)
+        scheduler.step()  # one lr per training step, whatever the number of optimizer steps in the sweep
         t2 = time.time()
         record = step_metrics(episodes, advantages.cpu(), groups, stats, accelerator, t1 - t0, t2 - t1)
         record["step"] = step + 1

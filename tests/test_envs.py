@@ -30,7 +30,7 @@ def test_random_and_optimal_success_rates(name):
     for split in ("train", "test"):
         assert all(play(env_cls, t, "oracle", rng) == (1.0, True) for t in env_cls.tasks(split))
     assert env_cls.optimal_success == 1.0
-    assert {"lookup": 1 / 16, "guess": 0.19}.get(name, p) == pytest.approx(p)  # (a new env: its own claim)
+    assert {"lookup": 1 / 16, "guess": 0.19, "relay": 1 / 16}.get(name, p) == pytest.approx(p)  # (a new env: its own claim)
 
 
 @pytest.mark.parametrize("name", list(envs.ENVS))
@@ -66,9 +66,41 @@ def test_later_turns_need_what_earlier_replies_revealed():
 
     env = envs.GuessEnv()
     env.reset({"id": "g", "numbers": [2, 5, 7], "secret": 7})
-    assert env.step("guess(5)")[0][0]["content"] == "higher"
+    assert env.step("guess(5)")[0][0]["content"] == "5: higher"  # echoed, to be copied
     assert env.oracle_action() == "guess(7)"
     assert env.step("guess(7)")[1:] == (True, 1.0, {"success": True})
+
+
+def test_relay_pays_only_at_the_last_fork_and_its_depth_is_a_flag():
+    task = {"id": "r", "forks": [[3, 8, 1], [5, 0, 0], [2, 9, 1], [4, 6, 0]] + [[1, 2, 0]] * 6}
+    env = envs.RelayEnv()
+    assert env.reset(task)[1]["content"] == "3 or 8? 8 leads on."
+    for door, shown in [(8, "8: 5 or 0? 5 leads on."), (5, "5: 2 or 9? 9 leads on."), (9, "9: 4 or 6? 4 leads on.")]:
+        assert env.step(f"open({door})") == ([{"role": "user", "content": shown}], False, 0.0, {})
+    assert env.step("open(4)")[1:] == (True, 1.0, {"success": True})  # 4 forks: 4 turns, one reward
+    env.reset(task)
+    env.step("open(8)")
+    assert env.step("open(0)")[1:] == (True, 0.0, {"success": False})  # a dead end ends the episode
+    env.reset(task)
+    assert env.step("open(7)")[1:] == (True, 0.0, {"malformed": True, "success": False})  # not offered
+    deep = envs.make_env("relay", max_turns=6)
+    rng, tasks = random.Random(1), envs.RelayEnv.tasks("train")
+    wins = 0
+    for i in range(20000):
+        deep.reset(tasks[i % len(tasks)])
+        done = False
+        while not done:
+            _, done, reward, info = deep.step(deep.random_action(rng))
+        wins += info["success"]
+    assert abs(wins / 20000 - 0.5**6) < 4 * math.sqrt(0.5**6 / 20000)
+    with pytest.raises(SystemExit, match="relay has 1 to 10 forks"):
+        envs.make_env("relay", max_turns=11)
+
+
+def test_relay_held_out_starts_are_never_trained_starts():
+    start = lambda t: (t["forks"][0][t["forks"][0][2]] + t["forks"][1][t["forks"][1][2]]) % 4
+    assert all(start(t) == 0 for t in envs.RelayEnv.tasks("test"))
+    assert all(start(t) != 0 for t in envs.RelayEnv.tasks("train"))
 
 
 @pytest.mark.parametrize("text", ["", "get", "get(Z)", "answer(12)", "get(A) answer(1)", "<|im_end|>",
@@ -96,5 +128,5 @@ def test_episodes_never_share_state():
 
 
 def test_unknown_env_is_a_one_line_error():
-    with pytest.raises(SystemExit, match="unknown env .nope.; choose one of lookup, guess, bfcl"):
+    with pytest.raises(SystemExit, match="unknown env .nope.; choose one of lookup, guess, relay, bfcl"):
         envs.make_env("nope")

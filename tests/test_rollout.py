@@ -30,8 +30,9 @@ def oracle_episodes(policy, env_name="lookup", n=6, sampling=Sampling()):
 
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
-def test_training_log_probs_equal_the_sampling_log_probs(policy, temperature, top_p):
+def test_training_log_probs_equal_the_sampling_log_probs(policy, temperature, top_p, monkeypatch):
     torch.manual_seed(0)
+    monkeypatch.setattr(policy, "temperature", temperature or 1.0)  # as train.py sets it (greedy: no temperature)
     episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:8], 4,
                        Sampling(temperature=temperature, top_p=top_p, max_new_tokens=12))
     for whole in (False, True):
@@ -42,7 +43,7 @@ def test_training_log_probs_equal_the_sampling_log_probs(policy, temperature, to
             sampled = episodes[s.episode].sample_logprobs
             expected = torch.tensor(sum(sampled, []) if whole else sampled[s.turn])
             assert mask[i].sum() == len(expected)
-            # log pi of the raw model (not of the temperature/top-p distribution), float32
+            # log softmax(logits / T) (the distribution before top-p), float32
             assert torch.allclose(logp[i, : len(expected)], expected, atol=1e-4)
         with torch.no_grad():
             reference = policy.turn_logprobs(samples, reference=True)[0]

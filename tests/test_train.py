@@ -2,10 +2,12 @@
 test_faults.py.)"""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import SMALL, records, run_train
+from conftest import ROOT, SMALL, records, run_train
 
 
 @pytest.mark.slow
@@ -47,9 +49,15 @@ def test_two_processes_are_two_ranks_sharing_batch_statistics(tmp_path):
 
 @pytest.mark.slow
 def test_the_default_run_learns(tmp_path):
-    """With the default flags (the tiny model, lookup), held-out success must rise by RL. Measured here:
-    0.05 at the start, 0.43 after 30 steps and 0.65 after 40 (2-core CPU, ~8 s a step)."""
-    out = str(tmp_path / "run")
-    run_train("--steps", "30", "--eval_every", "30", "--out", out)
-    evals = [r["eval_success_rate"] for r in records(out) if "eval_success_rate" in r]
-    assert evals[0] < 0.12 and evals[-1] > evals[0] + 0.2, evals
+    """The default run (the tiny model, lookup, 40 steps) must learn on any machine: two seeds, side by side
+    on one thread each, must each rise by >= 0.3 in held-out success. Measured over seeds 0-4 with 1 and 2
+    threads (bench/results/seeds/default): from 0.05-0.09 to 0.95-0.99, so the margin is about twice the bar."""
+    runs = {}
+    for seed in (0, 1):
+        out, log = str(tmp_path / f"seed{seed}"), open(tmp_path / f"seed{seed}.log", "w")
+        runs[seed] = out, subprocess.Popen([sys.executable, "train.py", "--seed", str(seed), "--cpu_threads", "1",
+                                            "--eval_every", "0", "--out", out], cwd=ROOT, stdout=log, stderr=log)
+    for seed, (out, process) in runs.items():
+        assert process.wait(timeout=1500) == 0, open(tmp_path / f"seed{seed}.log").read()[-3000:]
+        evals = [r["eval_success_rate"] for r in records(out) if "eval_success_rate" in r]
+        assert evals[-1] >= evals[0] + 0.3, (seed, evals)
