@@ -4,6 +4,7 @@ transcripts of episodes, and plots of finished runs.
     python eval.py --adapter runs/default/adapter              # base vs adapter, a small table
     python eval.py --adapter runs/default/adapter --show 2     # ...and two held-out episodes of each
     python eval.py --env bfcl --adapter DIR/adapter            # per BFCL category + the multi-turn mean
+    python eval.py --adapter runs/default/adapter --json eval.json   # ...and the table as JSON, for scripts
     python eval.py --plot runs/default                         # runs/default/plot.png from metrics.jsonl
 
 `evaluate()` is the one function every measurement goes through: train.py calls it for the held-out
@@ -143,12 +144,17 @@ class EvalArgs(SamplingArgs):  # the sampling flags (--temperature, --max_contex
     seed: int = field(default=0, metadata={"help": "seed of the tiny model and of the sampling"})
     show: int = field(default=0, metadata={"help": "print this many held-out episodes of each policy"})
     plot: str = field(default="", metadata={"help": "plot this run folder's metrics.jsonl to DIR/plot.png, and stop"})
-    out: str = field(default="", metadata={"help": "write the results as JSON here"})
+    json: str = field(default="", metadata={
+        "help": "also write the table as JSON to this file: {'results': {env or BFCL category: {column: "
+                "{'success_rate', 'pass@k', 'tasks', 'samples'}}}, 'args': these flags}"})
 
 
 def main(argv=None):
+    """Prints the table; returns it as the JSON of --json holds it (for notebooks: eval.main([...]))."""
     from transformers import HfArgumentParser
-    args = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(argv)[0]
+    args, rest = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    if rest:
+        raise SystemExit(f"error: unknown argument {rest[0]} (eval.py --help lists them)")
     if args.plot:
         print(plot_runs({"": [args.plot]}, os.path.join(args.plot, "plot.png")))
         return
@@ -183,9 +189,11 @@ def main(argv=None):
             if key not in ("tasks", "samples"):
                 row = f"{label if len(results) > 1 else ''} {key}".strip()
                 print(f"{row:36}" + "".join(f"{by_column[name][key]:10.3f}" for name in columns))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"args": asdict(args), "results": results}, f, indent=1)
+    table = {"results": results, "args": asdict(args)}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(table, f, indent=1)
+    return table
 
 
 if __name__ == "__main__":
