@@ -7,7 +7,13 @@ turn by turn, last turn first -> one metrics line. Held-out evaluation goes thro
 Args is the whole configuration: its sampling flags come from rollout.SamplingArgs (eval.py shares them), and
 the flags that become seeupo.SweepConfig take their help from that dataclass, where each is documented.
 
+Flags can come from a YAML or JSON file, given first (or as --config FILE, TRL's spelling); flags typed after it
+override its values, and argparse checks both alike. configs/ holds presets; a run's own args.json is one too:
+  accelerate launch train.py configs/workshop.yaml --steps 10
+  accelerate launch train.py runs/default/args.json --out runs/again       # the same run again
+
 Everything a run writes is in --out DIR:
+  args.json       the run's flags (train.py loads it as above)
   metrics.jsonl   one JSON object per training step (step, reward_mean, success_rate, world_size, ...)
                   and one per held-out evaluation (step, eval_success_rate, ...)
   adapter/        the final LoRA adapter (save_pretrained; PeftModel.from_pretrained loads it)
@@ -17,18 +23,22 @@ Several processes on a CPU (other launch lines silently give one, or two lone, p
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py
 """
 
+import argparse
+import difflib
 import functools
 import importlib.util
 import json
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import psutil
 import torch
+import yaml
 from accelerate import Accelerator
 from tqdm import tqdm
 from transformers import HfArgumentParser, get_scheduler
@@ -93,8 +103,58 @@ class Args(SamplingArgs):  # the sampling flags (--temperature, --max_context, .
     cpu_threads: int = arg(0, "torch threads per process on a CPU (0: physical cores / processes)")
 
 
+# TRL's names (GRPOConfig, ModelConfig) of flags that have another name here: an unknown flag names ours
+TRL_NAMES = {"learning_rate": "lr", "max_steps": "steps", "output_dir": "out", "num_generations": "group_size",
+             "beta": "kl_coef", "epsilon": "clip_low", "epsilon_high": "clip_high", "num_iterations": "ppo_epochs",
+             "max_completion_length": "max_new_tokens", "model_name_or_path": "model", "load_in_4bit": "qlora",
+             "eval_steps": "eval_every", "save_steps": "save_every", "resume_from_checkpoint": "resume"}
+CONFIG_FILES = (".yaml", ".yml", ".json")
+
+
+def unknown(name):
+    """The one line for a flag (or a config file's key) that Args does not have."""
+    if name in TRL_NAMES:
+        return f"unknown flag --{name}: TRL's name; here it is --{TRL_NAMES[name]}"
+    close = difflib.get_close_matches(name, [f.name for f in fields(Args)], n=1)
+    return f"unknown flag --{name}" + (f"; did you mean --{close[0]}?" if close else " (train.py --help lists them)")
+
+
+def config_flags(path):
+    """A YAML or JSON file of {flag: value} (Args' names, as args.json holds them) as the command-line flags
+    that say the same, so that argparse checks its values as it checks typed flags (types, choices, booleans;
+    YAML reads 1e-5 as a string, argparse as the float)."""
+    try:
+        with open(path) as f:
+            values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise SystemExit(f"error: cannot read {path}: {' '.join(str(e).split())}")
+    if not isinstance(values, dict | None):
+        raise SystemExit(f"error: {path} must hold flag: value pairs")
+    flags, names = [], {f.name for f in fields(Args)}
+    for key, value in (values or {}).items():
+        if key not in names:
+            raise SystemExit(f"error: {path}: {unknown(key)}")
+        if value is None:
+            raise SystemExit(f"error: {path}: {key} has no value")
+        flags.append(f"--{key}={value}")
+    return flags
+
+
 def parse_args(argv=None):
-    args = HfArgumentParser(Args).parse_args_into_dataclasses(argv)[0]
+    """The flags, after those of a config file: `train.py FILE [flags]` or `train.py [flags] --config FILE`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    config.add_argument("--config")
+    file, argv = config.parse_known_args(argv)
+    if file.config is None and argv and argv[0].endswith(CONFIG_FILES):
+        file.config, argv = argv[0], argv[1:]
+    flags = config_flags(file.config) if file.config else []
+    parser = HfArgumentParser(Args, description="Flags may follow a YAML or JSON file of them (train.py FILE [flags], "
+                                                "or --config FILE): the typed flags override the file's values.")
+    args, rest = parser.parse_args_into_dataclasses(flags + argv, return_remaining_strings=True)
+    if rest:
+        raise SystemExit(f"error: {unknown(rest[0].split('=')[0].lstrip('-'))}" if rest[0].startswith("--")
+                         else f"error: unexpected argument {rest[0]!r} (a config file goes first)")
     problems = [
         args.group_size < 2 and "--group_size must be >= 2: a lone episode has no group to be relative to",
         args.steps < 1 and "--steps must be >= 1",

@@ -1,8 +1,86 @@
-"""The habits users bring from TRL and Accelerate: eval.py --json."""
+"""The habits users bring from TRL and Accelerate: config files (configs/ and a run's own args.json) with typed
+flags overriding them, and eval.py --json."""
 
+import glob
 import json
+import os
+from dataclasses import asdict, replace
+
+import pytest
 
 import eval as evaluation
+import train
+from conftest import ROOT
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.y*ml")))
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_preset_parses(path):
+    args = train.parse_args([path, "--plot", "false"])  # workshop.yaml plots: matplotlib is an optional extra
+    assert args.out.startswith("runs/")
+    assert open(path).read().startswith("# ") and "accelerate launch train.py configs/" in open(path).read()
+
+
+def test_the_default_preset_is_train_pys_defaults():
+    assert {os.path.basename(p) for p in CONFIGS} >= {"default.yaml", "workshop.yaml", "paper_bfcl.yaml"}
+    assert train.parse_args([os.path.join(ROOT, "configs", "default.yaml")]) == train.Args() == train.parse_args([])
+
+
+def test_typed_flags_override_the_file_wherever_it_is_named(tmp_path):
+    config = write(tmp_path / "c.yaml", "lr: 1e-5\ncorrection: false\nsteps: 7\norder: sequential\n")
+    expected = replace(train.Args(), lr=1e-5, correction=False, steps=7, order="sequential")
+    assert train.parse_args([config]) == expected  # YAML reads 1e-5 as a string: argparse makes it the float
+    assert train.parse_args([config, "--steps", "9", "--correction"]) == replace(expected, steps=9, correction=True)
+    assert train.parse_args(["--steps", "9", "--config", config]) == replace(expected, steps=9)  # TRL's spelling
+    assert train.parse_args([f"--config={config}"]) == expected
+    workshop = train.parse_args([os.path.join(ROOT, "configs", "workshop.yaml"), "--plot", "false", "--seed", "3"])
+    assert (workshop.steps, workshop.show_every, workshop.plot, workshop.seed) == (30, 10, False, 3)
+
+
+def test_a_runs_args_json_loads_back_as_the_same_args(tmp_path):
+    args = replace(train.Args(), env="guess", lr=3e-4, correction=False, group_size=4, out="runs/x", resume=True)
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(asdict(args), indent=1))  # as train.py writes it
+    assert train.parse_args([str(path)]) == args
+    assert train.parse_args([str(path), "--out", "runs/y", "--resume", "false"]) == replace(args, out="runs/y",
+                                                                                          resume=False)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("lr: 1e-5\nlerning_rate: 3\n", "c.yaml: unknown flag --lerning_rate"),
+    ("learning_rate: 1e-5\n", "c.yaml: unknown flag --learning_rate: TRL's name; here it is --lr"),
+    ("model:\n", "c.yaml: model has no value"),
+    ("- steps\n", "c.yaml must hold flag: value pairs"),
+    ("steps: [1\n", "cannot read"),
+    ("order: backwards\n", "argument --order: invalid choice: 'backwards'"),  # argparse's own line, as if typed
+    ("plot: maybe\n", "argument --plot: Truthy value expected"),
+    ("steps: 2.5\n", "argument --steps: invalid int value: '2.5'"),
+    ("group_size: 1\n", "--group_size must be >= 2"),  # and parse_args' own checks
+])
+def test_a_bad_file_is_one_line_naming_the_key(tmp_path, capsys, text, message):
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args([write(tmp_path / "c.yaml", text)])
+    code = stop.value.code
+    line = code if isinstance(code, str) else capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in line and "\n" not in line
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--learning_rate", "1e-5"], "error: unknown flag --learning_rate: TRL's name; here it is --lr"),
+    (["--num_generations=4"], "error: unknown flag --num_generations: TRL's name; here it is --group_size"),
+    (["--stepz", "3"], "error: unknown flag --stepz; did you mean --steps?"),
+    (["--steps", "3", "configs/workshop.yaml"], "unexpected argument 'configs/workshop.yaml' (a config file goes first)"),
+])
+def test_an_unknown_flag_is_one_line_not_a_traceback(argv, message):
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args(argv)
+    assert stop.value.code == message or message in stop.value.code and "\n" not in stop.value.code
 
 
 def test_eval_json_is_the_printed_table(tmp_path, capsys):
