@@ -15,7 +15,9 @@ override its values, and argparse checks both alike. configs/ holds presets; a r
 Everything a run writes is in --out DIR:
   args.json       the run's flags (train.py loads it as above)
   metrics.jsonl   one JSON object per training step (step, reward_mean, success_rate, world_size, ...)
-                  and one per held-out evaluation (step, eval_success_rate, ...)
+                  and one per held-out evaluation (step, eval_success_rate, ...): the record of the run;
+                  --report_to tensorboard|wandb|trackio also sends these numbers to Accelerate's tracker
+                  (tensorboard: DIR/seeupo/; turn_stats flattened to turn_stats/0/kl, ...)
   adapter/        the final LoRA adapter (save_pretrained; PeftModel.from_pretrained loads it)
   checkpoint/     the last checkpoint (adapter, optimizer, RNG, step), replaced atomically; --resume
 
@@ -101,8 +103,12 @@ class Args(SamplingArgs):  # the sampling flags (--temperature, --max_context, .
     resume: bool = arg(False, "continue the run in --out from its checkpoint")
     seed: int = arg(0, "seed of everything (the tiny model too)")
     cpu_threads: int = arg(0, "torch threads per process on a CPU (0: physical cores / processes)")
+    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = arg(
+        "none", "also send metrics.jsonl's numbers to this tracker, through Accelerate's (tensorboard: OUT/seeupo/)")
 
 
+# the tracker packages that --report_to needs (tensorboard is in requirements.txt)
+TRACKERS = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
 # TRL's names (GRPOConfig, ModelConfig) of flags that have another name here: an unknown flag names ours
 TRL_NAMES = {"learning_rate": "lr", "max_steps": "steps", "output_dir": "out", "num_generations": "group_size",
              "beta": "kl_coef", "epsilon": "clip_low", "epsilon_high": "clip_high", "num_iterations": "ppo_epochs",
@@ -166,6 +172,8 @@ def parse_args(argv=None):
         args.algo != "seeupo" and (args.order != "reverse" or not args.correction)
         and "--order and --no-correction belong to --algo seeupo",
         args.plot and not importlib.util.find_spec("matplotlib") and "--plot needs: pip install matplotlib==3.11.2",
+        args.report_to != "none" and not importlib.util.find_spec(args.report_to)
+        and f"--report_to {args.report_to} needs: pip install {TRACKERS[args.report_to]}",
     ]
     for problem in problems:
         if problem:
@@ -186,6 +194,8 @@ class Run:
         if self.accelerator.is_main_process:
             with open(path or self.metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if path is None:  # a metrics line: its numbers to the --report_to tracker too (none: nothing)
+                self.accelerator.log(numbers(record), step=record["step"])
 
     def save(self, policy, state):
         """Write the checkpoint to a new folder, then swap it in with renames: a crash while saving leaves
@@ -231,7 +241,7 @@ class Run:
 
 def main(argv=None):
     args = parse_args(argv)
-    accelerator = Accelerator()
+    accelerator = Accelerator(log_with=None if args.report_to == "none" else args.report_to, project_dir=args.out)
     world, rank = accelerator.num_processes, accelerator.process_index
     if accelerator.device.type == "cpu":  # `accelerate launch` sets OMP_NUM_THREADS=1: half the speed on 2 cores
         torch.set_num_threads(args.cpu_threads or max(1, (psutil.cpu_count(logical=False) or 1) // world))
@@ -273,6 +283,9 @@ def main(argv=None):
         open(run.samples, "w").close()
         with open(os.path.join(args.out, "args.json"), "w") as f:
             json.dump(asdict(args), f, indent=1)
+    name = os.path.basename(os.path.normpath(args.out))  # the run's name in wandb and trackio (project: seeupo)
+    accelerator.init_trackers("seeupo", config=asdict(args), init_kwargs={"wandb": {"name": name, "dir": args.out},
+                                                                          "trackio": {"name": name}})
 
     def reduce_sum(x):
         return accelerator.reduce(x, reduction="sum") if world > 1 else x
@@ -332,6 +345,7 @@ def main(argv=None):
         print(f"held-out success {last_eval:.3f}; adapter in {os.path.join(args.out, 'adapter')}")
         if args.plot:
             print(f"plot: {plot_runs({'': [args.out]}, os.path.join(args.out, 'plot.png'))}")
+    accelerator.end_training()  # closes the trackers
 
 
 def make_env_kwargs(args):
@@ -340,6 +354,17 @@ def make_env_kwargs(args):
     if args.env == "bfcl":
         kwargs.update(category=args.bfcl_category, dense_reward=args.bfcl_dense, max_tool_output=args.max_tool_output)
     return kwargs
+
+
+def numbers(record, prefix=""):
+    """A metrics line as the flat {name: number} that trackers take: turn_stats {"0": {"kl": ..}} -> turn_stats/0/kl."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(numbers(value, f"{prefix}{key}/"))
+        elif isinstance(value, int | float) and key != "step":  # the step is the x axis
+            out[prefix + key] = value
+    return out
 
 
 def step_metrics(episodes, advantages, groups, stats, accelerator, rollout_s, train_s):

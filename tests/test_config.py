@@ -1,18 +1,19 @@
 """The habits users bring from TRL and Accelerate: config files (configs/ and a run's own args.json) with typed
-flags overriding them, and eval.py --json."""
+flags overriding them, --report_to through Accelerate's trackers (tensorboard here), and eval.py --json."""
 
 import glob
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 
 import pytest
 
 import eval as evaluation
 import train
-from conftest import ROOT
+from conftest import ROOT, SMALL, records, run_train
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.y*ml")))
+TIMING = {"rollout_tokens_per_s", "rollout_seconds", "train_seconds", "step_seconds"}
 
 
 def write(path, text):
@@ -83,6 +84,21 @@ def test_an_unknown_flag_is_one_line_not_a_traceback(argv, message):
     assert stop.value.code == message or message in stop.value.code and "\n" not in stop.value.code
 
 
+def test_a_missing_tracker_package_is_one_line_naming_the_install(monkeypatch, tmp_path):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--report_to", "wandb", "--out", str(tmp_path / "run")])
+    assert stop.value.code == "error: --report_to wandb needs: pip install wandb"
+    assert not os.path.exists(tmp_path / "run")  # refused before anything was loaded or written
+
+
+def test_trackers_get_the_metrics_lines_numbers_flat():
+    record = {"step": 3, "reward_mean": 0.5, "episodes": 16, "task": "text", "turn_stats": {"0": {"kl": 0.1, "n": 8}}}
+    assert train.numbers(record) == {"reward_mean": 0.5, "episodes": 16, "turn_stats/0/kl": 0.1, "turn_stats/0/n": 8}
+
+
 def test_eval_json_is_the_printed_table(tmp_path, capsys):
     """A random-init tiny model and its untrained (zero) adapter: both columns, the same numbers."""
     from rollout import load_policy
@@ -101,3 +117,27 @@ def test_eval_json_is_the_printed_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     for key in ("success_rate", "pass@1", "pass@2"):
         assert f"{key:36}{base[key]:10.3f}{tuned[key]:10.3f}" in printed
+
+
+@pytest.mark.slow
+def test_a_run_from_a_config_file_reports_to_tensorboard_and_repeats_from_its_args_json(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    config = write(tmp_path / "small.yaml", "".join(f"{k.lstrip('-')}: {v}\n" for k, v in zip(SMALL[::2], SMALL[1::2]))
+                   + "steps: 2\neval_every: 1\nreport_to: tensorboard\n")
+    first, again = str(tmp_path / "first"), str(tmp_path / "again")
+    run_train(config, "--out", first)
+    rows = records(first)
+    steps = [r for r in rows if "reward_mean" in r]
+    events = event_accumulator.EventAccumulator(os.path.join(first, "seeupo"))
+    events.Reload()
+    for key, lines in (("reward_mean", steps), ("eval_success_rate", [r for r in rows if "eval_success_rate" in r])):
+        logged = [(e.step, e.value) for e in events.Scalars(key)]
+        assert logged == [(r["step"], pytest.approx(r[key])) for r in lines], key
+    assert [e.step for e in events.Scalars("turn_stats/0/kl")] == [1, 2]
+
+    run_train(os.path.join(first, "args.json"), "--out", again, "--report_to", "none")  # the run, from its folder
+    assert json.load(open(os.path.join(again, "args.json"))) == {**json.load(open(os.path.join(first, "args.json"))),
+                                                                 "out": again, "report_to": "none"}
+    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in records(out)] for out in (first, again)]
+    assert strip[0] == strip[1] and not os.path.exists(os.path.join(again, "seeupo"))
+    assert {f.name for f in fields(train.Args)} == set(json.load(open(os.path.join(first, "args.json"))))
