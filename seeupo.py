@@ -182,9 +182,11 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
             r_j     <- clip(exp(mean_k(log pi_new - old)), 1 - eps_a, 1 + eps_a)
             M_j     <- clip(M_j * r_j, 1 - eps_a, 1 + eps_a)
     Order "sequential" / "random" only change the order of t; correction=False keeps M_j = 1. The
-    all-turns baselines (grpo, gspo, reinforce) run the same body once, on whole-episode samples.
+    all-turns baselines (grpo, gspo, reinforce) run the same body once, on all samples at once: one
+    whole-episode sample per episode (ours), or one per turn (the authors': every turn has its own ratio
+    and weighs the same in the mean).
 
-    samples:    list[TurnSample]: per-turn for seeupo, whole-episode (turn -1) for the baselines
+    samples:    list[TurnSample]: per-turn for seeupo; whole-episode (turn -1) or per-turn for the baselines
     advantages: [num_episodes] tensor from grae_advantages (on any device: moved to the parameters')
     num_turns:  the most turns an episode can have (the same on every rank)
     step_seed:  seeds the random order and the minibatch split (the same on every rank)
@@ -194,12 +196,12 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
     """
     assert cfg.algo in ALGOS and cfg.order in ORDERS, (cfg.algo, cfg.order)
     per_turn = cfg.algo == "seeupo"
-    assert all((s.turn >= 0) == per_turn for s in samples), "seeupo takes per-turn samples, baselines whole episodes"
+    assert not per_turn or all(s.turn >= 0 for s in samples), "seeupo takes per-turn samples"
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     device = params[0].device  # the policy's: every tensor of the sweep lives there
     advantages = advantages.to(device)
     correction = torch.ones_like(advantages)  # M_j
-    turns = list(range(num_turns)) if per_turn else [-1]
+    turns = list(range(num_turns)) if per_turn else [-1]  # -1: every sample at once
     if cfg.order == "reverse":
         turns.reverse()
     elif cfg.order == "random":
@@ -208,7 +210,7 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
     steps, turn_stats, applied = [], {}, []  # every optimizer step's Step; per turn: its statistics, the M_j used
 
     for t in turns:
-        S = [s for s in samples if s.turn == t]
+        S = [s for s in samples if s.turn == t or not per_turn]
         n_global = reduce_sum(torch.tensor([float(len(S))], device=device)).item()
         if n_global == 0:
             continue  # no episode on any rank reached turn t

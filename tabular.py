@@ -65,9 +65,10 @@ class Tabular(torch.nn.Module):
 
 
 def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minibatches=1, ppo_epochs=1, steps=50,
-                  seed=0, episodes=256, group=16, log=None):
+                  seed=0, episodes=256, group=16, baseline_samples="episode", log=None):
     """Train a fresh Tabular policy: each step samples `episodes` two-turn episodes (groups of `group` share a
     task, for GRAE) and runs one seeupo.sweep(); log(step, policy) after each. Returns the final value.
+    baseline_samples: the all-turns baselines train on one sample per episode, or per turn (the authors').
     No gradient clipping: a global-norm clip would rescale one turn's step and both turns' steps differently,
     and facts (a) and (b) of the module docstring would no longer be exact."""
     torch.manual_seed(seed)
@@ -82,7 +83,7 @@ def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minib
             a2 = torch.multinomial(p[1 + a1], 1)[:, 0]
         advantages = grae_advantages(PAYOFF[a1, a2], torch.arange(episodes) // group)
         a1, a2 = a1.tolist(), a2.tolist()
-        if algo == "seeupo":
+        if algo == "seeupo" or baseline_samples == "turn":
             samples = [TurnSample(j, 0, 1, ([0], [a1[j]])) for j in range(episodes)]
             samples += [TurnSample(j, 1, 1, ([1 + a1[j]], [a2[j]])) for j in range(episodes)]
         else:

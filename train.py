@@ -68,6 +68,8 @@ class Args(SamplingArgs):  # the sampling flags (--temperature, --max_context, .
     algo: Literal[seeupo.ALGOS] = sweep_arg("algo", "seeupo")
     order: Literal[seeupo.ORDERS] = sweep_arg("order", "reverse")
     correction: bool = sweep_arg("correction", True, "--no-correction: off")
+    baseline_samples: Literal["episode", "turn"] = arg("episode", "the all-turns baselines (grpo, gspo, reinforce) "
+                                                       "train on one sample per episode, or per turn (the authors')")
     steps: int = arg(40, "training steps")
     tasks_per_step: int = arg(16, "tasks per step (split over processes; whole groups stay on one)")
     group_size: int = arg(8, "G: episodes per task; advantages are relative to the group's mean")
@@ -171,6 +173,8 @@ def parse_args(argv=None):
         (args.minibatches < 1 or args.ppo_epochs < 1) and "--minibatches and --ppo_epochs must be >= 1",
         args.algo != "seeupo" and (args.order != "reverse" or not args.correction)
         and "--order and --no-correction belong to --algo seeupo",
+        args.algo == "seeupo" and args.baseline_samples != "episode"
+        and "--baseline_samples belongs to the baselines (--algo grpo, gspo or reinforce)",
         args.plot and not importlib.util.find_spec("matplotlib") and "--plot needs: pip install matplotlib==3.11.2",
         args.report_to != "none" and not importlib.util.find_spec(args.report_to)
         and f"--report_to {args.report_to} needs: pip install {TRACKERS[args.report_to]}",
@@ -316,7 +320,7 @@ def main(argv=None):
         groups = torch.tensor([e.group for e in episodes])
         advantages = seeupo.grae_advantages(rewards, groups, args.std_norm, args.batch_norm, reduce_sum=reduce_sum,
                                             leave_one_out=args.algo == "reinforce").to(accelerator.device)
-        samples = turn_samples(episodes, whole_episode=args.algo != "seeupo")
+        samples = turn_samples(episodes, whole_episode=args.algo != "seeupo" and args.baseline_samples == "episode")
         stats = seeupo.sweep(policy.turn_logprobs, optimizer, samples, advantages, cfg, env.max_turns,
                              step_seed=args.seed * 7919 + step, reduce_sum=reduce_sum)
         scheduler.step()  # one lr per training step, whatever the number of optimizer steps in the sweep

@@ -1,38 +1,50 @@
 """SeeUPO against its baselines and ablations on the toy environments (a benchmark, not a test).
 
-    python bench/compare.py            # 8 methods x 3 seeds; lookup at 2 learning rates, guess at 1: ~60 min
-    python bench/compare.py --quick    # seeupo, gspo, gspo x T; 2 seeds; lookup; 20 steps: ~5 min
-    python bench/compare.py --report   # only re-read the finished runs: the table and the curves
+    python bench/compare.py                     # the authors' schedule: 9 methods x 3 lrs x SEEDS, lookup + relay
+    python bench/compare.py --quick             # seeupo, gspo, gspo x T; 2 seeds; lookup; one lr: ~5 min
+    python bench/compare.py --regime 16step     # the second regime: 16 clipped optimizer steps per turn
+    python bench/compare.py --report            # only re-read the finished runs: the tables and the curves
 
-Every run is `python train.py` with ONE shared setting (SHARED below, fixed before the comparison and the
-same for every method; only the method's own flags and the learning rate differ), so every method samples
-the same number of episodes from the same task draws and seeds. Held-out success is the one train.py
-measures through eval.evaluate() at the start, every --eval_every steps and at the end. Runs go
-`--jobs` at a time, each on one torch thread (two small runs on two cores beat one run on two).
+Every run is `python train.py` with ONE shared setting per regime (REGIMES below, fixed before the comparison
+and the same for every method: only a method's own flags and the learning rate differ), so every method
+samples the same number of episodes from the same task draws and seeds. Every method runs at every learning
+rate of the regime's scan; the tables give each method at each lr and each method at its own best lr.
 
-Methods (seeupo.sweep() runs them all; see its docstring):
+Regimes (seeupo.sweep() runs every method; see its docstring):
+  authors   the authors' released schedule: ONE optimizer step per turn per batch for the sweeps, ONE per batch
+            for the all-turns baselines, which are theirs: one sample per turn (a ratio per turn), group-std
+            division, no batch normalisation (`--baseline_samples turn --std_norm --no_batch_norm`); KL 0.002;
+            a constant lr.
+  16step    this project's earlier regime: 4 epochs x 4 minibatches (16 clipped steps per turn), KL 0.05, our
+            baselines (one whole-episode sample, batch normalisation). Its committed tables
+            (bench/results/compare/16step/) were measured with the previous tiny model.
+
+Methods:
   seeupo          reverse turn order + the correction M (the paper's method)
   forward         turn order 1..T, with the correction          (ablation: the order)
   random          a random turn order each step, with it        (ablation: the order)
   no-correction   reverse order, M = 1                          (ablation: the correction)
-  grpo, gspo      all turns at once: token-level / sequence-level clipped loss, ppo_epochs x minibatches steps
-  gspo x T        gspo with T x as many minibatches: as many optimizer steps per batch as the sweep takes (a
-                  control the paper does not run: what the extra steps buy, apart from the order)
-  reinforce       all turns at once, no clipping, leave-one-out baseline (RLOO-style)
+  gspo, grpo      all turns at once: sequence-level / token-level clipped loss
+  gspo x T, grpo x T  the same with T x as many minibatches: as many optimizer steps per batch as the sweep
+                  takes (T = the env's turns). The control that separates the order and the correction from
+                  the number of optimizer steps: the paper does not run it.
+  reinforce       all turns at once, no ratio and no clip, leave-one-out baseline (RLOO-style)
 
-Results: bench/results/compare/ENV/lrLR/METHOD/seedS/ holds each run's own --out (metrics.jsonl, adapter).
-A run whose adapter exists is done and is not run again, and a run cut off resumes from its checkpoint:
-start the script again and it continues where it stopped. Then results.json, results.md (held-out success
-mean +- std over seeds, episodes to reach 90% of the best method's final success, stability = mean absolute
-step-to-step change of the training reward) and one PNG per env and learning rate, drawn by
-eval.plot_runs() (needs matplotlib: pip install matplotlib==3.11.2).
+Measured per method (over seeds): final held-out success (mean, std, per seed); sampled episodes until held-out
+success first reaches 50% and 80% of the optimum (the median over the seeds that reach it, and how many do);
+collapses (runs whose held-out success rose by >= 0.2 above the start and ended within 0.1 of the start); the
+KL to the base model at the end.
+
+Results: OUT/REGIME/ENV/lrLR/METHOD/seedS/ holds each run's own --out (metrics.jsonl, adapter, log.txt). A run
+whose adapter exists is done and is not run again, and a run cut off resumes from its checkpoint: start the
+script again and it continues where it stopped. Then OUT/REGIME/results.md, results.json and one PNG per env
+and lr, drawn by eval.plot_runs() (needs matplotlib: pip install matplotlib==3.11.2).
 """
 
 import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,25 +57,35 @@ from tqdm import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
+from seeds import cpu_model  # noqa: E402  (bench/seeds.py)
 
-# The shared setting, chosen before the comparison: train.py's defaults at half the batch (64 episodes a step)
-# and 25 steps, to fit 60 minutes; at this batch lr 2e-3 already trained worse than 1e-3 in a trial run.
-SHARED = dict(steps=25, tasks_per_step=8, group_size=8, ppo_epochs=4, minibatches=4, kl_coef=0.05,
-              eval_every=5, eval_tasks=64, eval_samples=2, save_every=5)
-# lr 1e-3: train.py's default; 3e-3: a step large enough for second-order effects (order, correction) to show
-LRS = {"lookup": (1e-3, 3e-3), "guess": (1e-3,)}
+THEIR_BASELINES = ["--baseline_samples", "turn", "--std_norm", "--no_batch_norm"]
+# Each regime's shared setting, chosen before its comparison ran (the lr scan included) and never per method.
+REGIMES = {
+    "authors": dict(shared=dict(steps=60, tasks_per_step=8, group_size=8, ppo_epochs=1, minibatches=1, kl_coef=0.002,
+                                lr_scheduler_type="constant", eval_every=10, eval_tasks=64, eval_samples=2,
+                                save_every=20),
+                    lrs=(2e-3, 5e-3, 1e-2), baselines=THEIR_BASELINES, seeds=3),
+    "16step": dict(shared=dict(steps=25, tasks_per_step=8, group_size=8, ppo_epochs=4, minibatches=4, kl_coef=0.05,
+                               eval_every=5, eval_tasks=64, eval_samples=2, save_every=5),
+                   lrs=(1e-3, 3e-3), baselines=[], seeds=3),
+}
+ENVS = ("lookup", "relay")
 
 
-def methods(turns):
+def methods(turns, regime):
+    """{method: its own train.py flags}: the only flags that differ between the methods of a regime."""
+    base, mb = regime["baselines"], regime["shared"]["minibatches"]
     return {
         "seeupo": [],
         "forward": ["--order", "sequential"],
         "random": ["--order", "random"],
         "no-correction": ["--no_correction"],
-        "grpo": ["--algo", "grpo"],
-        "gspo": ["--algo", "gspo"],
-        "gspo x T": ["--algo", "gspo", "--minibatches", str(SHARED["minibatches"] * turns)],
-        "reinforce": ["--algo", "reinforce"],
+        "gspo": ["--algo", "gspo", *base],
+        "gspo x T": ["--algo", "gspo", *base, "--minibatches", str(mb * turns)],
+        "grpo": ["--algo", "grpo", *base],
+        "grpo x T": ["--algo", "grpo", *base, "--minibatches", str(mb * turns)],
+        "reinforce": ["--algo", "reinforce", *base],
     }
 
 
@@ -71,8 +93,8 @@ def plan(args):
     """[(env, lr, method, seed, flags)] of the comparison."""
     runs = []
     for env in args.envs:
-        table = methods(envs.ENVS[env]().max_turns)
-        for lr in args.lrs or LRS[env]:
+        table = methods(envs.ENVS[env]().max_turns, args.setting)
+        for lr in args.lrs:
             for method in args.methods or table:
                 for seed in range(args.seeds):
                     runs.append((env, lr, method, seed, table[method]))
@@ -86,9 +108,10 @@ def run_dir(args, env, lr, method, seed):
 def train(args, env, lr, method, seed, flags):
     """One train.py run (resumed if it was cut off); returns its folder. Its log is in the folder."""
     out = run_dir(args, env, lr, method, seed)
+    shared = {**args.setting["shared"], **args.override}
     if os.path.exists(os.path.join(out, "args.json")):  # never mix runs of another setting into the table
         held = json.load(open(os.path.join(out, "args.json")))
-        wanted = {**SHARED, **args.override, "lr": lr, "seed": seed}
+        wanted = {**shared, "lr": lr, "seed": seed}
         if any(held.get(k) != v for k, v in wanted.items()):
             raise SystemExit(f"error: {out} holds a run with other settings than {wanted}; choose another --out")
     if os.path.exists(os.path.join(out, "adapter")):
@@ -99,12 +122,11 @@ def train(args, env, lr, method, seed, flags):
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--env", env, "--lr", str(lr), "--seed", str(seed),
            "--out", out, "--cpu_threads", str(args.threads),
-           *[x for k, v in {**SHARED, **args.override}.items() for x in (f"--{k}", str(v))], *flags, *resume]
+           *[x for k, v in shared.items() for x in (f"--{k}", str(v))], *flags, *resume]
     with open(os.path.join(out, "log.txt"), "a") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(f"{out} failed (exit {done.returncode}); see {out}/log.txt")
     return out
@@ -120,11 +142,14 @@ def read_run(folder):
     for r in train_records:
         episodes += r["episodes"]
         x[r["step"]] = episodes
-    rewards = [r["reward_mean"] for r in train_records]
+    curve = [(x[r["step"]], r["eval_success_rate"]) for r in evals]
+    start, values = curve[0][1], [y for _, y in curve]
     return {
-        "final_success": evals[-1]["eval_success_rate"],
-        "eval_curve": [(x[r["step"]], r["eval_success_rate"]) for r in evals],
-        "stability": statistics.fmean(abs(b - a) for a, b in zip(rewards, rewards[1:])),
+        "final_success": values[-1],
+        "eval_curve": curve,
+        "to_50": next((e for e, y in curve if y >= 0.5), None),  # the optimum is 1.0 on every toy env
+        "to_80": next((e for e, y in curve if y >= 0.8), None),
+        "collapsed": max(values) >= start + 0.2 and values[-1] <= start + 0.1,
         "optimizer_steps_per_batch": statistics.fmean(r["optimizer_steps"] for r in train_records),
         "kl_final": train_records[-1]["kl"],
         "seconds": sum(r["step_seconds"] for r in train_records),
@@ -135,8 +160,14 @@ def mean_std(values):
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def reached(values):
+    """(median over the runs that got there, how many did)."""
+    hits = [v for v in values if v is not None]
+    return (statistics.median(hits) if hits else None), len(hits)
+
+
 def summarize(args, runs):
-    """{env: {lr: {method: summary}}}: means and stds over seeds, episodes to 90% of the best method."""
+    """{env: {lr: {method: summary over seeds}}}."""
     out = {}
     for env, lr, method, seed, _ in runs:
         if not os.path.exists(os.path.join(run_dir(args, env, lr, method, seed), "adapter")):
@@ -153,19 +184,29 @@ def summarize(args, runs):
                 by_method[method] = {
                     "seeds": len(seeds),
                     "final_success": mean_std([s["final_success"] for s in seeds]),
-                    "stability": mean_std([s["stability"] for s in seeds]),
+                    "per_seed_final": [s["final_success"] for s in seeds],
+                    "to_50": reached([s["to_50"] for s in seeds]),
+                    "to_80": reached([s["to_80"] for s in seeds]),
+                    "collapsed": sum(s["collapsed"] for s in seeds),
                     "optimizer_steps_per_batch": statistics.fmean(s["optimizer_steps_per_batch"] for s in seeds),
                     "kl_final": statistics.fmean(s["kl_final"] for s in seeds),
                     "seconds": statistics.fmean(s["seconds"] for s in seeds),
                     "mean_curve": sorted((x, statistics.fmean(ys)) for x, ys in curve.items()),
-                    "per_seed_final": [s["final_success"] for s in seeds],
                 }
-            best = max(m["final_success"][0] for m in by_method.values())
-            for m in by_method.values():
-                # the first point of the mean held-out curve at >= 90% of the best method's final success
-                reached = [x for x, y in m["mean_curve"] if y >= 0.9 * best]
-                m["episodes_to_90pct_best"] = reached[0] if reached else None
     return out
+
+
+def _episodes(point):
+    median, n = point
+    return "-" if median is None else f"{median:.0f} ({n})"
+
+
+def _row(method, m, lr=None):
+    cells = [method, *([lr] if lr is not None else []),
+             f"{m['final_success'][0]:.3f} +- {m['final_success'][1]:.3f}",
+             " ".join(f"{v:.2f}" for v in m["per_seed_final"]), _episodes(m["to_50"]), _episodes(m["to_80"]),
+             f"{m['collapsed']}/{m['seeds']}", f"{m['optimizer_steps_per_batch']:.0f}", f"{m['kl_final']:.3f}"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def report(args, runs, summary, wall):
@@ -173,33 +214,40 @@ def report(args, runs, summary, wall):
     results = os.path.join(args.out, "results.json")
     if args.report and os.path.exists(results):  # keep the wall time of the invocation that trained
         wall = json.load(open(results)).get("wall_seconds", wall)
+    shared = {**args.setting["shared"], **args.override}
     command = " ".join(["python bench/compare.py", *[a for a in sys.argv[1:] if a != "--report"]])
-    lines = ["# SeeUPO vs baselines and ablations (`bench/compare.py`)", "",
+    header = ("| method | held-out success | per seed | to 50% | to 80% | collapsed | opt steps | KL end |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|")
+    lines = [f"# SeeUPO vs baselines and ablations, regime `{args.regime}` (`bench/compare.py`)", "",
              f"- command: `{command}`",
-             f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}; machine: {platform.machine()}, {os.cpu_count()} cores; "
-             f"{args.jobs} runs at a time, {args.threads} torch thread each; wall {wall / 60:.0f} min",
-             f"- shared setting (every method): {' '.join(f'--{k} {v}' for k, v in {**SHARED, **args.override}.items())}; "
-             "everything else train.py's defaults (tiny model, kl_coef 0.05, clip 0.2, correction clip 0.2)",
-             "- held-out: eval_success_rate on the env's test tasks (eval.evaluate()), mean +- std over seeds; "
-             "to 90%: sampled episodes until the seed-mean held-out curve first reaches 90% of the best method's "
-             "final success (- : never); stability: mean |change| of the training reward from step to step "
-             "(lower = steadier); opt steps: optimizer steps per batch", ""]
+             f"- {datetime.datetime.now():%Y-%m-%d}; {cpu_model()}, {os.cpu_count()} cores; {args.jobs} runs at a "
+             f"time, {args.threads} torch thread each; wall {wall / 60:.0f} min",
+             f"- shared setting (every method): {' '.join(f'--{k} {v}' for k, v in shared.items())}; everything else "
+             f"train.py's defaults; the baselines add `{' '.join(args.setting['baselines']) or '(nothing)'}`",
+             "- held-out success: at the end, on the env's test tasks, mean +- std over seeds; to 50% / 80%: sampled "
+             "episodes until a run's held-out success first reaches 0.5 / 0.8 (median over the runs that do, and "
+             "how many); collapsed: rose by >= 0.2, ended within 0.1 of the start; opt steps: optimizer steps per "
+             "batch", ""]
     for env, by_lr in summary.items():
+        best = {method: max(by_lr, key=lambda lr: by_lr[lr].get(method, {"final_success": (-1,)})["final_success"][0])
+                for method in next(iter(by_lr.values()))}
+        lines += [f"## {env}: every method at its own best lr", "",
+                  header[0].replace("| held-out", "| lr | held-out"), header[1] + "--:|"]
+        lines += [_row(method, by_lr[lr][method], lr) for method, lr in
+                  sorted(best.items(), key=lambda kv: -by_lr[kv[1]][kv[0]]["final_success"][0])]
+        lines.append("")
         for lr, by_method in by_lr.items():
-            lines += [f"## {env}, lr {lr}", "",
-                      "| method | held-out success | per seed | to 90% (episodes) | stability | opt steps | KL end | train s |",
-                      "|---|--:|--:|--:|--:|--:|--:|--:|"]
-            for method, m in sorted(by_method.items(), key=lambda kv: -kv[1]["final_success"][0]):
-                lines.append(f"| {method} | {m['final_success'][0]:.3f} +- {m['final_success'][1]:.3f} | "
-                             f"{' '.join(f'{v:.2f}' for v in m['per_seed_final'])} | "
-                             f"{m['episodes_to_90pct_best'] if m['episodes_to_90pct_best'] is not None else '-'} | "
-                             f"{m['stability'][0]:.3f} | {m['optimizer_steps_per_batch']:.0f} | "
-                             f"{m['kl_final']:.3f} | {m['seconds']:.0f} |")
+            top = max(by_method.values(), key=lambda m: m["final_success"][0])["mean_curve"]
+            flat = f"{top[-2][1]:.2f} -> {top[-1][1]:.2f}" if len(top) > 1 else "-"
+            lines += [f"### {env}, lr {lr} (the best method's mean held-out curve, last two evaluations: {flat})", "",
+                      *header]
+            lines += [_row(method, m) for method, m in
+                      sorted(by_method.items(), key=lambda kv: -kv[1]["final_success"][0])]
             png = os.path.join(args.out, f"compare_{env}_lr{lr}.png")
             try:
                 groups = {}
                 for e, l, method, seed, _ in runs:
-                    if e == env and f"{l:g}" == lr:
+                    if e == env and f"{l:g}" == lr and os.path.exists(os.path.join(run_dir(args, e, l, method, seed), "adapter")):
                         groups.setdefault(method, []).append(run_dir(args, e, l, method, seed))
                 plot_runs(groups, png)
                 lines += ["", f"![{env} lr {lr}]({os.path.basename(png)})"]
@@ -207,8 +255,8 @@ def report(args, runs, summary, wall):
                 print(e)
             lines.append("")
     with open(results, "w") as f:
-        json.dump({"command": command, "wall_seconds": wall, "shared": {**SHARED, **args.override},
-                   "summary": summary}, f, indent=1)
+        json.dump({"command": command, "wall_seconds": wall, "regime": args.regime, "shared": shared,
+                   "baselines": args.setting["baselines"], "summary": summary}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -217,22 +265,24 @@ def report(args, runs, summary, wall):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; 2 seeds; lookup; lr 1e-3; 20 steps")
-    p.add_argument("--envs", nargs="+", choices=sorted(envs.ENVS), default=sorted(envs.ENVS))
-    p.add_argument("--lrs", nargs="+", type=float, help="learning rates for every env (default: LRS)")
-    p.add_argument("--methods", nargs="+", choices=list(methods(2)))
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, help="override SHARED's steps (a smoke test)")
+    p.add_argument("--regime", choices=list(REGIMES), default="authors")
+    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; 2 seeds; lookup; the middle lr")
+    p.add_argument("--envs", nargs="+", choices=sorted(envs.ENVS), default=list(ENVS))
+    p.add_argument("--lrs", nargs="+", type=float, help="learning rates (default: the regime's scan)")
+    p.add_argument("--methods", nargs="+", choices=list(methods(2, REGIMES["authors"])))
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the regime's)")
+    p.add_argument("--steps", type=int, help="override the regime's steps (a smoke test)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--report", action="store_true", help="no training: re-read the finished runs")
-    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "compare"))
+    p.add_argument("--out", help="default: bench/results/compare/REGIME (--quick: .../REGIME/quick)")
     args = p.parse_args()
-    args.override = {}
+    args.setting, args.override = REGIMES[args.regime], {}
+    args.lrs, args.seeds = args.lrs or args.setting["lrs"], args.seeds or args.setting["seeds"]
+    args.out = args.out or os.path.join(ROOT, "bench", "results", "compare", args.regime, *(["quick"] if args.quick else []))
     if args.quick:
-        args.envs, args.lrs, args.seeds, args.override = ["lookup"], [1e-3], 2, {"steps": 20}
+        args.envs, args.lrs, args.seeds = ["lookup"], args.lrs[len(args.lrs) // 2 :][:1], 2
         args.methods = args.methods or ["seeupo", "gspo", "gspo x T"]
-        args.out = os.path.join(args.out, "quick") if args.out == p.get_default("out") else args.out
     if args.steps:
         args.override["steps"] = args.steps
     runs = plan(args)

@@ -28,6 +28,7 @@ BAD_FLAGS = [
     (["--group_size", "1"], "--group_size must be >= 2"),
     (["--tasks_per_step", "0"], "--tasks_per_step must be >= 1"),
     (["--algo", "grpo", "--order", "random"], "--order and --no-correction belong to --algo seeupo"),
+    (["--baseline_samples", "turn"], "--baseline_samples belongs to the baselines"),
     (["--max_context", "16"], "--max_context must be larger than --max_new_tokens"),
     (["--eval_every", "-1"], "--eval_every, --save_every, --show_every, --cpu_threads: >= 0"),
     (["--qlora"], "--qlora needs a CUDA GPU"),

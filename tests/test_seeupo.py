@@ -128,6 +128,22 @@ def test_tabular_without_the_correction_the_sweep_is_the_step_matched_all_turns_
     assert (gspo_two_epochs - two_epochs).abs().max() > 1e-2, "one ratio over both turns clips them together"
 
 
+def test_the_authors_baselines_take_one_step_on_every_turns_samples_each_weighing_the_same():
+    """--baseline_samples turn: all turns at once, one sample (one ratio) per turn, so the loss is the mean over
+    turns of the per-turn losses. With one table per turn, GSPO that way at lr x T IS the sweep without the
+    correction at lr x, over several epochs too (whole-episode GSPO departs from it there: test above)."""
+    lr, setting = 1.0, dict(steps=3, episodes=64, ppo_epochs=2)
+    sweep_no_correction = _table_after(correction=False, lr=lr, **setting)
+    per_turn_gspo = _table_after(algo="gspo", baseline_samples="turn", lr=lr * TURNS, **setting)
+    assert torch.allclose(per_turn_gspo, sweep_no_correction, atol=1e-5)
+    policy = Tabular()
+    samples = [TurnSample(0, 0, 1, ([0], [1])), TurnSample(0, 1, 1, ([2], [2])), TurnSample(1, 0, 1, ([0], [0]))]
+    stats = sweep(policy, torch.optim.SGD(policy.parameters(), lr=1.0), samples, torch.tensor([1.0, -1.0]),
+                  SweepConfig(algo="gspo"), num_turns=2)
+    assert list(stats["turns"]) == [-1] and stats["turns"][-1]["n"] == 3 and stats["optimizer_steps"] == 1
+    assert stats["turns"][-1]["loss"] == pytest.approx(-(1 + 1 - 1) / 3)  # ratio 1: -mean(A) over the 3 samples
+
+
 @pytest.mark.slow  # 1,200 per-turn sweeps (and 1,000 cheaper all-turns ones): minutes on a 2-core CPU
 def test_tabular_reverse_sweep_with_correction_gets_further_than_the_step_matched_all_turns_update():
     """Every method takes a step of lr on each turn's loss: SGD lr 0.5 for the sweeps, lr 0.5 x T for GSPO
