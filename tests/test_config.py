@@ -7,6 +7,7 @@ import os
 from dataclasses import asdict, fields, replace
 
 import pytest
+import yaml
 
 import eval as evaluation
 import train
@@ -28,9 +29,11 @@ def test_every_preset_parses(path):
     assert open(path).read().startswith("# ") and "accelerate launch train.py configs/" in open(path).read()
 
 
-def test_the_default_preset_is_train_pys_defaults():
+def test_the_default_preset_is_train_pys_defaults_every_flag_of_them():
     assert {os.path.basename(p) for p in CONFIGS} >= {"default.yaml", "workshop.yaml", "paper_bfcl.yaml"}
-    assert train.parse_args([os.path.join(ROOT, "configs", "default.yaml")]) == train.Args() == train.parse_args([])
+    path = os.path.join(ROOT, "configs", "default.yaml")
+    assert train.parse_args([path]) == train.Args() == train.parse_args([])
+    assert set(yaml.safe_load(open(path))) == {f.name for f in fields(train.Args)}  # a new flag goes there too
 
 
 def test_typed_flags_override_the_file_wherever_it_is_named(tmp_path):
