@@ -1,7 +1,7 @@
 """SeeUPO against its baselines and ablations on the toy environments (a benchmark, not a test).
 
     python bench/compare.py                     # the authors' schedule: 9 methods x 3 lrs x SEEDS, lookup + relay
-    python bench/compare.py --quick             # seeupo, gspo, gspo x T; 2 seeds; lookup; one lr: ~5 min
+    python bench/compare.py --quick             # seeupo, gspo, gspo x T; 2 seeds; lookup; one lr; 30 steps
     python bench/compare.py --regime 16step     # the second regime: 16 clipped optimizer steps per turn
     python bench/compare.py --report            # only re-read the finished runs: the tables and the curves
 
@@ -65,7 +65,7 @@ REGIMES = {
     "authors": dict(shared=dict(steps=60, tasks_per_step=8, group_size=8, ppo_epochs=1, minibatches=1, kl_coef=0.002,
                                 lr_scheduler_type="constant", eval_every=10, eval_tasks=64, eval_samples=2,
                                 save_every=20),
-                    lrs=(2e-3, 5e-3, 1e-2), baselines=THEIR_BASELINES, seeds=3),
+                    lrs=(1e-3, 3e-3, 1e-2), baselines=THEIR_BASELINES, seeds=3),
     "16step": dict(shared=dict(steps=25, tasks_per_step=8, group_size=8, ppo_epochs=4, minibatches=4, kl_coef=0.05,
                                eval_every=5, eval_tasks=64, eval_samples=2, save_every=5),
                    lrs=(1e-3, 3e-3), baselines=[], seeds=3),
@@ -266,7 +266,7 @@ def report(args, runs, summary, wall):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--regime", choices=list(REGIMES), default="authors")
-    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; 2 seeds; lookup; the middle lr")
+    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; 2 seeds; lookup; the middle lr; 30 steps")
     p.add_argument("--envs", nargs="+", choices=sorted(envs.ENVS), default=list(ENVS))
     p.add_argument("--lrs", nargs="+", type=float, help="learning rates (default: the regime's scan)")
     p.add_argument("--methods", nargs="+", choices=list(methods(2, REGIMES["authors"])))
@@ -282,7 +282,7 @@ def main():
     args.out = args.out or os.path.join(ROOT, "bench", "results", "compare", args.regime, *(["quick"] if args.quick else []))
     if args.quick:
         args.envs, args.lrs, args.seeds = ["lookup"], args.lrs[len(args.lrs) // 2 :][:1], 2
-        args.methods = args.methods or ["seeupo", "gspo", "gspo x T"]
+        args.methods, args.override = args.methods or ["seeupo", "gspo", "gspo x T"], {"steps": 30}
     if args.steps:
         args.override["steps"] = args.steps
     runs = plan(args)
