@@ -41,6 +41,17 @@ def user(text):
     return [{"role": "user", "content": text}]
 
 
+def drawn_tasks(name, draw, split, n=None, seed=0):
+    """Tasks drawn one by one from a generator seeded by (name, seed), each kept in the split its held-out rule
+    names, until the split has n (train 2000, test 200): draw(rng) -> (task fields, held_out)."""
+    rng, out = random.Random(f"{name}-{seed}"), []
+    while len(out) < (n or {"train": 2000, "test": 200}[split]):
+        fields, held_out = draw(rng)
+        if held_out == (split == "test"):
+            out.append({"id": f"{name}-{split}-{len(out)}", **fields})
+    return out
+
+
 class LookupEnv:
     """Lockers A-D hold codes 0-3; the user asks for one. Turn 1: get(X) opens locker X and the
     environment replies with its code; turn 2: answer(N). Success: the asked code, after opening it."""
@@ -57,15 +68,12 @@ class LookupEnv:
     @staticmethod
     def tasks(split, n=None, seed=0):
         """Held-out = tasks whose (asked locker, code) pair never is the answer of a training task."""
-        rng, out = random.Random(f"lookup-{seed}"), []
-        want = n or {"train": 2000, "test": 200}[split]
-        while len(out) < want:
+        def draw(rng):
             codes = {k: rng.randrange(LookupEnv.codes) for k in LookupEnv.lockers}
             ask = rng.choice(LookupEnv.lockers)
             held_out = (LookupEnv.lockers.index(ask) + codes[ask]) % 4 == 0  # 4 of the 16 (locker, code) pairs
-            if held_out == (split == "test"):
-                out.append({"id": f"lookup-{split}-{len(out)}", "codes": codes, "ask": ask})
-        return out
+            return {"codes": codes, "ask": ask}, held_out
+        return drawn_tasks("lookup", draw, split, n, seed)
 
     def reset(self, task):
         self.task, self.turn, self.opened = task, 0, set()
@@ -175,14 +183,10 @@ class RelayEnv:
     @staticmethod
     def tasks(split, n=None, seed=0):
         """Held-out = tasks whose first two right doors sum to a multiple of 4, which no training task has."""
-        rng, out = random.Random(f"relay-{seed}"), []
-        want = n or {"train": 2000, "test": 200}[split]
-        while len(out) < want:
+        def draw(rng):
             forks = [[*rng.sample(range(10), 2), rng.randrange(2)] for _ in range(RelayEnv.most_forks)]
-            held_out = (forks[0][forks[0][2]] + forks[1][forks[1][2]]) % 4 == 0
-            if held_out == (split == "test"):
-                out.append({"id": f"relay-{split}-{len(out)}", "forks": forks})
-        return out
+            return {"forks": forks}, (forks[0][forks[0][2]] + forks[1][forks[1][2]]) % 4 == 0
+        return drawn_tasks("relay", draw, split, n, seed)
 
     def _fork(self):
         a, b, right = self.task["forks"][self.passed]

@@ -97,9 +97,9 @@ def tiny_tokenizer(seed=0):
 
 def tiny_path(seed):
     """The cache folder of the tiny model for this seed; its name hashes everything that shapes it: this file
-    (the config, the template, the tokenizer, the warm-up) and the code of the environments it warms up on."""
+    (the config, the template, the tokenizer, the warm-up) and envs.py, the environments it warms up on."""
     with open(__file__) as f:
-        recipe = json.dumps([f.read(), [inspect.getsource(c) for c in envs.ENVS.values()]])
+        recipe = json.dumps([f.read(), inspect.getsource(envs)])  # the whole file: its helpers shape tasks too
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
     root = os.environ.get("SEEUPO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "seeupo"))
     return os.path.join(root, f"tiny-{digest}-seed{seed}")
