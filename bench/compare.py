@@ -1,14 +1,20 @@
 """SeeUPO against its baselines and ablations on the toy environments (a benchmark, not a test).
 
-    python bench/compare.py                     # the authors' schedule: 9 methods x 3 lrs x SEEDS, lookup + relay
-    python bench/compare.py --quick             # seeupo, gspo, gspo x T; 2 seeds; lookup; one lr; 30 steps
+    python bench/compare.py                     # the authors' schedule: 9 methods x 3 lrs x 2 seeds, then 5 seeds
+                                                #   at each method's best lr; lookup + relay (162 runs)
+    python bench/compare.py --full_grid         # 5 seeds at every lr (270 runs)
+    python bench/compare.py --quick             # seeupo, gspo, gspo x T; seeds 0-1; lookup; the first lr; 50 steps
     python bench/compare.py --regime 16step     # the second regime: 16 clipped optimizer steps per turn
     python bench/compare.py --report            # only re-read the finished runs: the tables and the curves
 
 Every run is `python train.py` with ONE shared setting per regime (REGIMES below, fixed before the comparison
 and the same for every method: only a method's own flags and the learning rate differ), so every method
-samples the same number of episodes from the same task draws and seeds. Every method runs at every learning
-rate of the regime's scan; the tables give each method at each lr and each method at its own best lr.
+samples the same number of episodes from the same task draws and seeds. Two stages:
+  scan     every method at every learning rate of the regime's scan, seeds 0..SCAN_SEEDS-1;
+  confirm  each method at its own best lr of the scan (the highest mean final held-out success over the scan
+           seeds; a tie goes to the smaller lr) on seeds SCAN_SEEDS..SEEDS-1, so its row has SEEDS seeds of
+           which SEEDS - SCAN_SEEDS did not take part in choosing the lr. `--full_grid` runs every seed at
+           every lr instead. The tables give each method at each lr and each method at its own best lr.
 
 Regimes (seeupo.sweep() runs every method; see its docstring):
   authors   the authors' released schedule: ONE optimizer step per turn per batch for the sweeps, ONE per batch
@@ -37,7 +43,9 @@ KL to the base model at the end.
 
 Results: OUT/REGIME/ENV/lrLR/METHOD/seedS/ holds each run's own --out (metrics.jsonl, adapter, log.txt). A run
 whose adapter exists is done and is not run again, and a run cut off resumes from its checkpoint: start the
-script again and it continues where it stopped. Then OUT/REGIME/results.md, results.json and one PNG per env
+script again and it continues where it stopped. A finished run shorter than the regime's --steps (the regime
+was lengthened) is extended from its last checkpoint, which at a constant lr gives the very run a longer one
+would have been: a step's draws depend on the seed and the step alone. Then OUT/REGIME/results.md, results.json and one PNG per env
 and lr, drawn by eval.plot_runs() (needs matplotlib: pip install matplotlib==3.11.2).
 """
 
@@ -62,13 +70,13 @@ from seeds import cpu_model  # noqa: E402  (bench/seeds.py)
 THEIR_BASELINES = ["--baseline_samples", "turn", "--std_norm", "--no_batch_norm"]
 # Each regime's shared setting, chosen before its comparison ran (the lr scan included) and never per method.
 REGIMES = {
-    "authors": dict(shared=dict(steps=60, tasks_per_step=8, group_size=8, ppo_epochs=1, minibatches=1, kl_coef=0.002,
+    "authors": dict(shared=dict(steps=80, tasks_per_step=8, group_size=8, ppo_epochs=1, minibatches=1, kl_coef=0.002,
                                 lr_scheduler_type="constant", eval_every=10, eval_tasks=64, eval_samples=2,
                                 save_every=20),
-                    lrs=(1e-3, 3e-3, 1e-2), baselines=THEIR_BASELINES, seeds=3),
+                    lrs=(1e-3, 3e-3, 1e-2), baselines=THEIR_BASELINES, seeds=5, scan_seeds=2),
     "16step": dict(shared=dict(steps=25, tasks_per_step=8, group_size=8, ppo_epochs=4, minibatches=4, kl_coef=0.05,
                                eval_every=5, eval_tasks=64, eval_samples=2, save_every=5),
-                   lrs=(1e-3, 3e-3), baselines=[], seeds=3),
+                   lrs=(1e-3, 3e-3), baselines=[], seeds=3, scan_seeds=3),
 }
 ENVS = ("lookup", "relay")
 
@@ -89,16 +97,30 @@ def methods(turns, regime):
     }
 
 
-def plan(args):
-    """[(env, lr, method, seed, flags)] of the comparison."""
+def plan(args, seeds_at):
+    """[(env, lr, method, seed, flags)]: seeds_at(env, method, lr) gives the seeds to run there."""
     runs = []
     for env in args.envs:
         table = methods(envs.ENVS[env]().max_turns, args.setting)
         for lr in args.lrs:
             for method in args.methods or table:
-                for seed in range(args.seeds):
-                    runs.append((env, lr, method, seed, table[method]))
+                runs += [(env, lr, method, seed, table[method]) for seed in seeds_at(env, method, lr)]
     return runs
+
+
+def best_lrs(args, scan, partial=False):
+    """{(env, method): its best lr}: the highest mean final held-out success over the scan seeds (ties: the
+    smaller lr). partial (--report): choose among the lrs whose scan is finished, and list the missing ones."""
+    summary, best, missing = summarize(args, scan), {}, set()
+    for env, lr, method, _, _ in scan:
+        m = summary.get(env, {}).get(f"{lr:g}", {}).get(method)
+        if m is None or m["seeds"] < args.scan_seeds:
+            if not partial:
+                raise SystemExit(f"error: the scan of {method} on {env} at lr {lr:g} is not finished")
+            missing.add(f"{env} lr {lr:g}")
+        elif (env, method) not in best or m["final_success"][0] > summary[env][f"{best[env, method]:g}"][method]["final_success"][0]:
+            best[env, method] = lr
+    return best, sorted(missing)
 
 
 def run_dir(args, env, lr, method, seed):
@@ -109,12 +131,16 @@ def train(args, env, lr, method, seed, flags):
     """One train.py run (resumed if it was cut off); returns its folder. Its log is in the folder."""
     out = run_dir(args, env, lr, method, seed)
     shared = {**args.setting["shared"], **args.override}
+    held, extend = None, False
     if os.path.exists(os.path.join(out, "args.json")):  # never mix runs of another setting into the table
         held = json.load(open(os.path.join(out, "args.json")))
-        wanted = {**shared, "lr": lr, "seed": seed}
-        if any(held.get(k) != v for k, v in wanted.items()):
+        wanted = {**{k: v for k, v in shared.items() if f"--{k}" not in flags}, "lr": lr, "seed": seed}  # x T: its own
+        # a shorter finished run at a constant lr is extended: a step's draws depend on the seed and step alone,
+        # so it continues exactly as a run of the longer length would have (checked once by hand)
+        extend = held.get("steps", 0) < shared["steps"] and shared.get("lr_scheduler_type") == "constant"
+        if any(held.get(k) != v for k, v in wanted.items() if not (extend and k == "steps")):
             raise SystemExit(f"error: {out} holds a run with other settings than {wanted}; choose another --out")
-    if os.path.exists(os.path.join(out, "adapter")):
+    if os.path.exists(os.path.join(out, "adapter")) and not extend:
         return out
     resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint")) else []
     if not resume:
@@ -129,10 +155,20 @@ def train(args, env, lr, method, seed, flags):
         done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(f"{out} failed (exit {done.returncode}); see {out}/log.txt")
+    if extend:
+        with open(os.path.join(out, "args.json"), "w") as f:
+            json.dump({**held, "steps": shared["steps"]}, f, indent=1)
     return out
 
 
 # ----------------------------------------------------------------------------- reading finished runs
+def finished(args, folder):
+    """Done, and as long as the regime's runs (not a shorter run still to be extended)."""
+    steps = {**args.setting["shared"], **args.override}["steps"]
+    return (os.path.exists(os.path.join(folder, "adapter"))
+            and json.load(open(os.path.join(folder, "args.json")))["steps"] == steps)
+
+
 def read_run(folder):
     train_records, evals = [], []
     for line in open(os.path.join(folder, "metrics.jsonl")):
@@ -170,7 +206,7 @@ def summarize(args, runs):
     """{env: {lr: {method: summary over seeds}}}."""
     out = {}
     for env, lr, method, seed, _ in runs:
-        if not os.path.exists(os.path.join(run_dir(args, env, lr, method, seed), "adapter")):
+        if not finished(args, run_dir(args, env, lr, method, seed)):
             continue  # not finished (--report while runs are missing)
         out.setdefault(env, {}).setdefault(f"{lr:g}", {}).setdefault(method, []).append(
             read_run(run_dir(args, env, lr, method, seed)))
@@ -209,7 +245,7 @@ def _row(method, m, lr=None):
     return "| " + " | ".join(cells) + " |"
 
 
-def report(args, runs, summary, wall):
+def report(args, runs, summary, best, missing, wall):
     from eval import plot_runs
     results = os.path.join(args.out, "results.json")
     if args.report and os.path.exists(results):  # keep the wall time of the invocation that trained
@@ -227,14 +263,20 @@ def report(args, runs, summary, wall):
              "- held-out success: at the end, on the env's test tasks, mean +- std over seeds; to 50% / 80%: sampled "
              "episodes until a run's held-out success first reaches 0.5 / 0.8 (median over the runs that do, and "
              "how many); collapsed: rose by >= 0.2, ended within 0.1 of the start; opt steps: optimizer steps per "
-             "batch", ""]
+             "batch"]
     for env, by_lr in summary.items():
-        best = {method: max(by_lr, key=lambda lr: by_lr[lr].get(method, {"final_success": (-1,)})["final_success"][0])
-                for method in next(iter(by_lr.values()))}
-        lines += [f"## {env}: every method at its own best lr", "",
+        seeds = {lr: sorted({m["seeds"] for m in by_method.values()}) for lr, by_method in by_lr.items()}
+        lines += [f"- {env}, runs finished: " + "; ".join(
+            f"lr {lr}: {len(by_lr[lr])} methods x {'-'.join(map(str, n))} seeds" for lr, n in seeds.items())]
+    if missing:
+        lines += [f"- the scan is not finished at: {', '.join(missing)}; a best lr is chosen among the finished lrs"]
+    lines.append("")
+    for env, by_lr in summary.items():
+        best_lr = {method: f"{lr:g}" for (e, method), lr in best.items() if e == env}  # chosen on the scan seeds
+        lines += [f"## {env}: every method at its own best lr (chosen on seeds 0-{args.scan_seeds - 1})", "",
                   header[0].replace("| held-out", "| lr | held-out"), header[1] + "--:|"]
         lines += [_row(method, by_lr[lr][method], lr) for method, lr in
-                  sorted(best.items(), key=lambda kv: -by_lr[kv[1]][kv[0]]["final_success"][0])]
+                  sorted(best_lr.items(), key=lambda kv: -by_lr[kv[1]][kv[0]]["final_success"][0])]
         lines.append("")
         for lr, by_method in by_lr.items():
             top = max(by_method.values(), key=lambda m: m["final_success"][0])["mean_curve"]
@@ -247,7 +289,7 @@ def report(args, runs, summary, wall):
             try:
                 groups = {}
                 for e, l, method, seed, _ in runs:
-                    if e == env and f"{l:g}" == lr and os.path.exists(os.path.join(run_dir(args, e, l, method, seed), "adapter")):
+                    if e == env and f"{l:g}" == lr and finished(args, run_dir(args, e, l, method, seed)):
                         groups.setdefault(method, []).append(run_dir(args, e, l, method, seed))
                 plot_runs(groups, png)
                 lines += ["", f"![{env} lr {lr}]({os.path.basename(png)})"]
@@ -256,6 +298,7 @@ def report(args, runs, summary, wall):
             lines.append("")
     with open(results, "w") as f:
         json.dump({"command": command, "wall_seconds": wall, "regime": args.regime, "shared": shared,
+                   "best_lr": {f"{env} {method}": lr for (env, method), lr in best.items()}, "scan_missing": missing,
                    "baselines": args.setting["baselines"], "summary": summary}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -263,14 +306,25 @@ def report(args, runs, summary, wall):
     print(f"written: {args.out}/results.md, results.json, compare_*.png")
 
 
+def execute(args, runs, stage):
+    print(f"{stage}: {len(runs)} runs into {args.out} ({args.jobs} at a time); finished runs are kept and skipped")
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(train, args, *r) for r in runs]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=stage, dynamic_ncols=True):
+            future.result()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--regime", choices=list(REGIMES), default="authors")
-    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; 2 seeds; lookup; the middle lr; 30 steps")
+    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; seeds 0-1; lookup; the scan's first lr; 50 steps (at a constant lr, the "
+                   "first 50 steps of the full runs)")
     p.add_argument("--envs", nargs="+", choices=sorted(envs.ENVS), default=list(ENVS))
     p.add_argument("--lrs", nargs="+", type=float, help="learning rates (default: the regime's scan)")
     p.add_argument("--methods", nargs="+", choices=list(methods(2, REGIMES["authors"])))
-    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the regime's)")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 at each method's best lr (default: the regime's)")
+    p.add_argument("--scan_seeds", type=int, help="seeds 0..N-1 at every lr (default: the regime's; at most --seeds)")
+    p.add_argument("--full_grid", action="store_true", help="every seed at every lr (--scan_seeds = --seeds)")
     p.add_argument("--steps", type=int, help="override the regime's steps (a smoke test)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -279,25 +333,29 @@ def main():
     args = p.parse_args()
     args.setting, args.override = REGIMES[args.regime], {}
     args.lrs, args.seeds = args.lrs or args.setting["lrs"], args.seeds or args.setting["seeds"]
+    args.scan_seeds = min(args.seeds, args.scan_seeds or args.setting["scan_seeds"])
+    if args.full_grid:
+        args.scan_seeds = args.seeds
     args.out = args.out or os.path.join(ROOT, "bench", "results", "compare", args.regime, *(["quick"] if args.quick else []))
     if args.quick:
-        args.envs, args.lrs, args.seeds = ["lookup"], args.lrs[len(args.lrs) // 2 :][:1], 2
-        args.methods, args.override = args.methods or ["seeupo", "gspo", "gspo x T"], {"steps": 30}
+        args.envs, args.lrs, args.seeds, args.scan_seeds = ["lookup"], args.lrs[:1], 2, 2
+        args.methods, args.override = args.methods or ["seeupo", "gspo", "gspo x T"], {"steps": 50}
     if args.steps:
         args.override["steps"] = args.steps
-    runs = plan(args)
     start = time.time()
+    scan = plan(args, lambda *_: range(args.scan_seeds))  # every method at every lr
     if not args.report:
-        print(f"{len(runs)} runs into {args.out} ({args.jobs} at a time); finished runs are kept and skipped")
-        with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(train, args, *r) for r in runs]
-            for future in tqdm(as_completed(futures), total=len(futures), desc="runs", dynamic_ncols=True):
-                future.result()
+        execute(args, scan, "scan")
+    best, missing = best_lrs(args, scan, partial=args.report)  # --report on an unfinished scan: what there is
+    if not args.report:
+        execute(args, plan(args, lambda env, method, lr: range(args.scan_seeds if best[env, method] == lr else
+                                                                   args.seeds, args.seeds)), "confirm")
+    # the tables show every finished run of the grid, also seeds beyond the scan at other lrs (--full_grid)
+    runs = plan(args, lambda *_: range(args.seeds))
     summary = summarize(args, runs)
     if not summary:
         raise SystemExit(f"error: no finished runs in {args.out}; run without --report first")
-    report(args, runs, summary, time.time() - start)
-
+    report(args, runs, summary, best, missing, time.time() - start)
 
 if __name__ == "__main__":
     main()
