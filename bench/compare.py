@@ -45,8 +45,9 @@ Results: OUT/REGIME/ENV/lrLR/METHOD/seedS/ holds each run's own --out (metrics.j
 whose adapter exists is done and is not run again, and a run cut off resumes from its checkpoint: start the
 script again and it continues where it stopped. A finished run shorter than the regime's --steps (the regime
 was lengthened) is extended from its last checkpoint, which at a constant lr gives the very run a longer one
-would have been: a step's draws depend on the seed and the step alone. Then OUT/REGIME/results.md, results.json and one PNG per env
-and lr, drawn by eval.plot_runs() (needs matplotlib: pip install matplotlib==3.11.2).
+would have been: a step's draws depend on the seed and the step alone. Then OUT/REGIME/results.md,
+results.json and one PNG per env and lr, drawn by eval.plot_runs() (needs matplotlib: pip install
+matplotlib==3.11.2).
 """
 
 import argparse
@@ -111,14 +112,18 @@ def plan(args, seeds_at):
 def best_lrs(args, scan, partial=False):
     """{(env, method): its best lr}: the highest mean final held-out success over the scan seeds (ties: the
     smaller lr). partial (--report): choose among the lrs whose scan is finished, and list the missing ones."""
-    summary, best, missing = summarize(args, scan), {}, set()
+    summary, best, missing = summarize(args, finished(args, scan)), {}, set()
+
+    def score(env, method, lr):
+        return summary[env][f"{lr:g}"][method]["final_success"][0]
+
     for env, lr, method, _, _ in scan:
         m = summary.get(env, {}).get(f"{lr:g}", {}).get(method)
         if m is None or m["seeds"] < args.scan_seeds:
             if not partial:
                 raise SystemExit(f"error: the scan of {method} on {env} at lr {lr:g} is not finished")
             missing.add(f"{env} lr {lr:g}")
-        elif (env, method) not in best or m["final_success"][0] > summary[env][f"{best[env, method]:g}"][method]["final_success"][0]:
+        elif (env, method) not in best or m["final_success"][0] > score(env, method, best[env, method]):
             best[env, method] = lr
     return best, sorted(missing)
 
@@ -130,7 +135,7 @@ def run_dir(args, env, lr, method, seed):
 def train(args, env, lr, method, seed, flags):
     """One train.py run (resumed if it was cut off); returns its folder. Its log is in the folder."""
     out = run_dir(args, env, lr, method, seed)
-    shared = {**args.setting["shared"], **args.override}
+    shared = args.shared
     held, extend = None, False
     if os.path.exists(os.path.join(out, "args.json")):  # never mix runs of another setting into the table
         held = json.load(open(os.path.join(out, "args.json")))
@@ -162,11 +167,12 @@ def train(args, env, lr, method, seed, flags):
 
 
 # ----------------------------------------------------------------------------- reading finished runs
-def finished(args, folder):
-    """Done, and as long as the regime's runs (not a shorter run still to be extended)."""
-    steps = {**args.setting["shared"], **args.override}["steps"]
-    return (os.path.exists(os.path.join(folder, "adapter"))
-            and json.load(open(os.path.join(folder, "args.json")))["steps"] == steps)
+def finished(args, runs):
+    """The runs that are done and as long as the regime's (not a shorter run still to be extended)."""
+    def done(folder):
+        return (os.path.exists(os.path.join(folder, "adapter"))
+                and json.load(open(os.path.join(folder, "args.json")))["steps"] == args.shared["steps"])
+    return [r for r in runs if done(run_dir(args, *r[:4]))]
 
 
 def read_run(folder):
@@ -203,11 +209,9 @@ def reached(values):
 
 
 def summarize(args, runs):
-    """{env: {lr: {method: summary over seeds}}}."""
+    """{env: {lr: {method: summary over seeds}}} of finished runs."""
     out = {}
     for env, lr, method, seed, _ in runs:
-        if not finished(args, run_dir(args, env, lr, method, seed)):
-            continue  # not finished (--report while runs are missing)
         out.setdefault(env, {}).setdefault(f"{lr:g}", {}).setdefault(method, []).append(
             read_run(run_dir(args, env, lr, method, seed)))
     for env, by_lr in out.items():
@@ -250,7 +254,7 @@ def report(args, runs, summary, best, missing, wall):
     results = os.path.join(args.out, "results.json")
     if args.report and os.path.exists(results):  # keep the wall time of the invocation that trained
         wall = json.load(open(results)).get("wall_seconds", wall)
-    shared = {**args.setting["shared"], **args.override}
+    shared = args.shared
     command = " ".join(["python bench/compare.py", *[a for a in sys.argv[1:] if a != "--report"]])
     header = ("| method | held-out success | per seed | to 50% | to 80% | collapsed | opt steps | KL end |",
               "|---|--:|--:|--:|--:|--:|--:|--:|")
@@ -289,7 +293,7 @@ def report(args, runs, summary, best, missing, wall):
             try:
                 groups = {}
                 for e, l, method, seed, _ in runs:
-                    if e == env and f"{l:g}" == lr and finished(args, run_dir(args, e, l, method, seed)):
+                    if e == env and f"{l:g}" == lr:
                         groups.setdefault(method, []).append(run_dir(args, e, l, method, seed))
                 plot_runs(groups, png)
                 lines += ["", f"![{env} lr {lr}]({os.path.basename(png)})"]
@@ -317,8 +321,8 @@ def execute(args, runs, stage):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--regime", choices=list(REGIMES), default="authors")
-    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; seeds 0-1; lookup; the scan's first lr; 50 steps (at a constant lr, the "
-                   "first 50 steps of the full runs)")
+    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; seeds 0-1; lookup; the scan's "
+                   "first lr; 50 steps (at a constant lr, the first 50 steps of the full runs)")
     p.add_argument("--envs", nargs="+", choices=sorted(envs.ENVS), default=list(ENVS))
     p.add_argument("--lrs", nargs="+", type=float, help="learning rates (default: the regime's scan)")
     p.add_argument("--methods", nargs="+", choices=list(methods(2, REGIMES["authors"])))
@@ -342,6 +346,7 @@ def main():
         args.methods, args.override = args.methods or ["seeupo", "gspo", "gspo x T"], {"steps": 50}
     if args.steps:
         args.override["steps"] = args.steps
+    args.shared = {**args.setting["shared"], **args.override}  # what every run of this invocation shares
     start = time.time()
     scan = plan(args, lambda *_: range(args.scan_seeds))  # every method at every lr
     if not args.report:
@@ -351,11 +356,12 @@ def main():
         execute(args, plan(args, lambda env, method, lr: range(args.scan_seeds if best[env, method] == lr else
                                                                    args.seeds, args.seeds)), "confirm")
     # the tables show every finished run of the grid, also seeds beyond the scan at other lrs (--full_grid)
-    runs = plan(args, lambda *_: range(args.seeds))
+    runs = finished(args, plan(args, lambda *_: range(args.seeds)))
     summary = summarize(args, runs)
     if not summary:
         raise SystemExit(f"error: no finished runs in {args.out}; run without --report first")
     report(args, runs, summary, best, missing, time.time() - start)
+
 
 if __name__ == "__main__":
     main()
