@@ -35,7 +35,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
 import psutil
@@ -117,6 +117,9 @@ TRL_NAMES = {"learning_rate": "lr", "max_steps": "steps", "output_dir": "out", "
              "max_completion_length": "max_new_tokens", "model_name_or_path": "model", "load_in_4bit": "qlora",
              "eval_steps": "eval_every", "save_steps": "save_every", "resume_from_checkpoint": "resume"}
 CONFIG_FILES = (".yaml", ".yml", ".json")
+# what --resume may change: where and how the run reports and how long it goes on, never what it trains
+RESUME_MAY_CHANGE = {"steps", "out", "resume", "cpu_threads", "report_to", "eval_every", "save_every", "show_every",
+                     "plot"}
 
 
 def unknown(name):
@@ -243,6 +246,24 @@ class Run:
             os.replace(path + ".tmp", path)
 
 
+def check_resume(args):
+    """--resume continues the run in --out with the flags it was started with: a changed lr, env, algorithm, ...
+    would make one run of two settings, so it is refused in one line. --steps may change (at a constant lr the
+    result is exactly a run of the new length: a step's draws depend on the seed and step alone). Returns a note
+    for a changed --steps under a decaying lr schedule."""
+    path = os.path.join(args.out, "args.json")
+    held = json.load(open(path)) if os.path.exists(path) else {}
+    changed = [k for k, v in asdict(args).items() if held.get(k, v) != v and k not in RESUME_MAY_CHANGE]
+    if changed:
+        k = changed[0]
+        raise SystemExit(f"error: {args.out} was run with --{k} {held[k]} (now {getattr(args, k)}); --resume keeps "
+                         f"a run's flags: train.py {path} --resume, or choose another --out")
+    if held.get("steps", args.steps) != args.steps and args.lr_scheduler_type != "constant":
+        return (f"note: --steps {held['steps']} -> {args.steps}: the {args.lr_scheduler_type} lr schedule is laid "
+                f"over the new length from here on (at --lr_scheduler_type constant a longer run is exact)")
+    return None
+
+
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator(log_with=None if args.report_to == "none" else args.report_to, project_dir=args.out)
@@ -261,6 +282,9 @@ def main(argv=None):
         raise SystemExit(f"error: {args.out} already holds a run; pass --resume to continue it, or choose another --out")
     if args.resume and not checkpoint and accelerator.is_main_process:
         print(f"no checkpoint in {args.out}: starting from step 0")
+    note = check_resume(args) if checkpoint else None
+    if note and accelerator.is_main_process:
+        print(note)
     os.makedirs(args.out, exist_ok=True)
     env_factory = functools.partial(envs.make_env, args.env, **make_env_kwargs(args))  # a fresh one per episode
     env = env_factory()
@@ -285,8 +309,9 @@ def main(argv=None):
     elif accelerator.is_main_process:
         open(run.metrics, "w").close()
         open(run.samples, "w").close()
+    if accelerator.is_main_process:  # a resumed run records its new --steps (and the other flags it may change)
         with open(os.path.join(args.out, "args.json"), "w") as f:
-            json.dump(asdict(args), f, indent=1)
+            json.dump(asdict(replace(args, resume=False)), f, indent=1)  # a copy of it starts the run again
     name = os.path.basename(os.path.normpath(args.out))  # the run's name in wandb and trackio (project: seeupo)
     accelerator.init_trackers("seeupo", config=asdict(args), init_kwargs={"wandb": {"name": name, "dir": args.out},
                                                                           "trackio": {"name": name}})

@@ -45,7 +45,8 @@ Results: OUT/REGIME/ENV/lrLR/METHOD/seedS/ holds each run's own --out (metrics.j
 whose adapter exists is done and is not run again, and a run cut off resumes from its checkpoint: start the
 script again and it continues where it stopped. A finished run shorter than the regime's --steps (the regime
 was lengthened) is extended from its last checkpoint, which at a constant lr gives the very run a longer one
-would have been: a step's draws depend on the seed and the step alone. Then OUT/REGIME/results.md,
+would have been: a step's draws depend on the seed and the step alone (train.py --resume records the new
+--steps in the run's args.json). Then OUT/REGIME/results.md,
 results.json and one PNG per env and lr, drawn by eval.plot_runs() (needs matplotlib: pip install
 matplotlib==3.11.2).
 """
@@ -160,9 +161,6 @@ def train(args, env, lr, method, seed, flags):
         done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(f"{out} failed (exit {done.returncode}); see {out}/log.txt")
-    if extend:
-        with open(os.path.join(out, "args.json"), "w") as f:
-            json.dump({**held, "steps": shared["steps"]}, f, indent=1)
     return out
 
 

@@ -1,6 +1,7 @@
 """train.py end to end: a short run and its files, --resume, two real ranks, and learning. (Bad flags:
 test_faults.py.)"""
 
+import json
 import os
 import subprocess
 import sys
@@ -31,10 +32,14 @@ def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path):
 
     again = run_train("--steps", "2", "--out", out, *SMALL, check=False)
     assert again.returncode == 1 and "already holds a run; pass --resume" in again.stderr
-    run_train("--steps", "3", "--eval_every", "0", "--save_every", "0", "--resume", "--out", out, *SMALL)  # 0: the end
+    resumed = run_train("--steps", "3", "--eval_every", "0", "--save_every", "0", "--resume", "--out", out, *SMALL)
+    assert "note: --steps 2 -> 3: the linear lr schedule" in resumed.stdout  # eval/save_every 0: at the end only
     rows = records(out)
     assert [r["step"] for r in rows if "reward_mean" in r] == [1, 2, 3]
     assert [r["step"] for r in rows if "eval_success_rate" in r] == [0, 1, 2, 3]
+    assert json.load(open(os.path.join(out, "args.json")))["steps"] == 3  # the run's record follows it
+    other = run_train("--steps", "4", "--lr", "0.01", "--resume", "--out", out, *SMALL, check=False)
+    assert other.returncode == 1 and f"{out} was run with --lr 0.001 (now 0.01); --resume keeps" in other.stderr
 
 
 @pytest.mark.slow
