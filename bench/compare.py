@@ -21,9 +21,9 @@ Regimes (seeupo.sweep() runs every method; see its docstring):
             for the all-turns baselines, which are theirs: one sample per turn (a ratio per turn), group-std
             division, no batch normalisation (`--baseline_samples turn --std_norm --no_batch_norm`); KL 0.002;
             a constant lr.
-  16step    this project's earlier regime: 4 epochs x 4 minibatches (16 clipped steps per turn), KL 0.05, our
-            baselines (one whole-episode sample, batch normalisation). Its committed tables
-            (bench/results/compare/16step/) were measured with the previous tiny model.
+  16step    this project's own regime (the default recipe's update): 4 epochs x 4 minibatches (16 clipped
+            steps per turn), KL 0.05, our baselines (one whole-episode sample, batch normalisation), 25 steps,
+            seeds 0-2 at every lr. Its committed tables (bench/results/compare/16step/) are `lookup` only.
 
 Methods:
   seeupo          reverse turn order + the correction M (the paper's method)
@@ -261,7 +261,8 @@ def report(args, runs, summary, best, missing, wall):
              f"- {datetime.datetime.now():%Y-%m-%d}; {cpu_model()}, {os.cpu_count()} cores; {args.jobs} runs at a "
              f"time, {args.threads} torch thread each; wall {wall / 60:.0f} min",
              f"- shared setting (every method): {' '.join(f'--{k} {v}' for k, v in shared.items())}; everything else "
-             f"train.py's defaults; the baselines add `{' '.join(args.setting['baselines']) or '(nothing)'}`",
+             f"train.py's defaults; " + (f"the baselines add `{' '.join(args.setting['baselines'])}`"
+                                         if args.setting['baselines'] else "the baselines too"),
              "- held-out success: at the end, on the env's test tasks, mean +- std over seeds; to 50% / 80%: sampled "
              "episodes until a run's held-out success first reaches 0.5 / 0.8 (median over the runs that do, and "
              "how many); collapsed: rose by >= 0.2, ended within 0.1 of the start; opt steps: optimizer steps per "
