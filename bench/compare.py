@@ -23,7 +23,7 @@ Regimes (seeupo.sweep() runs every method; see its docstring):
             a constant lr.
   16step    this project's own regime (the default recipe's update): 4 epochs x 4 minibatches (16 clipped
             steps per turn), KL 0.05, our baselines (one whole-episode sample, batch normalisation), 25 steps,
-            seeds 0-2 at every lr. Its committed tables (bench/results/compare/16step/) are `lookup` only.
+            seeds 0-2 at every lr (bench/results/compare/16step/).
 
 Methods:
   seeupo          reverse turn order + the correction M (the paper's method)
