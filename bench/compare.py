@@ -137,7 +137,7 @@ def train(args, env, lr, method, seed, flags):
     """One train.py run (resumed if it was cut off); returns its folder. Its log is in the folder."""
     out = run_dir(args, env, lr, method, seed)
     shared = args.shared
-    held, extend = None, False
+    extend = False
     if os.path.exists(os.path.join(out, "args.json")):  # never mix runs of another setting into the table
         held = json.load(open(os.path.join(out, "args.json")))
         wanted = {**{k: v for k, v in shared.items() if f"--{k}" not in flags}, "lr": lr, "seed": seed}  # x T: its own
