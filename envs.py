@@ -6,22 +6,32 @@ An environment object plays ONE episode (fresh state each time, so episodes neve
     messages = env.reset(task)                    # the first chat messages: [system, user]
     reply, done, reward, info = env.step(text)    # text: the policy's turn, as decoded text
 
+What an environment class must provide (tests/test_envs.py checks each of these for every class in ENVS):
+  Env()                 a constructor that needs no argument (rollout() calls the class as its factory)
+  Env.tasks(split, n=None)   a static method: the first n (default: all) tasks of "train" or "test", plain
+                        JSON-serialisable dicts with a unique "id", deterministic, the two splits disjoint
+  name, max_turns, tools     its name; the most policy turns of an episode; JSON schemas for the chat
+                        template's `tools=`, or None
+  reset(task) -> messages    the first chat messages
+  step(text) -> (reply, done, reward, info)   `reply` is a list of chat messages that rollout.py appends
+                        through the chat template; `reward` is the outcome reward, given when `done`;
+                        info["success"] (a bool) on the step that ends the episode; a turn it cannot parse is
+                        not an error: an informative reply, the turn used up, info["malformed"] = True;
+                        the episode ends by max_turns policy turns at the latest
+  random_action(rng), oracle_action(), random_success, optimal_success   for the tiny model's warm-up and the
+                        tests: a well-formed action with random arguments, the optimal action, and the
+                        success rates of those two policies
 rollout.rollout() makes one per episode with a factory, `functools.partial(make_env, name, **kwargs)` (an
-environment class with its defaults is one too). `reply` is a list of chat messages (usually one user
-message) that rollout.py appends to the episode through the tokenizer's chat template; `reward` is the
-outcome reward, given when `done`. A turn the environment cannot parse is not an error: it gets an
-informative reply, uses up the turn, and sets `info["malformed"]`. `env.tools` (JSON schemas or None) goes
-to the chat template's `tools=`.
-
-Tasks are plain dicts (JSON-serialisable, with an "id"), deterministic from a seed, in two disjoint
-splits: `env.tasks("train")` for training, `env.tasks("test")` for held-out evaluation.
+environment class with its defaults is one too).
 
 The toy environments need what earlier replies revealed in later turns, so credit has to flow across
 turns, and each knows its random-policy and optimal success rates (asserted in tests/test_envs.py):
 
 - `lookup` (tool-use shaped): the user asks for the code in one of four lockers; turn 1 `get(X)` opens
   locker X and the environment replies with its code; turn 2 `answer(N)` submits. Optimal: get(asked),
-  then answer(code): two copies, the second from a reply, and turn 1 only pays through turn 2.
+  then answer(code): two copies, the second from a reply. The reward gives partial credit: 0.5 for having
+  opened the asked locker whatever turn 2 does, plus 0.5 for success, so turn 1 pays on its own and more
+  through turn 2 (success, the held-out measure, needs both).
 - `guess` (higher/lower): a secret, one of three listed digits; `guess(N)` gets "higher", "lower" or
   "correct". Optimal: binary search -- the middle one, then the side the reply names -- always within
   the 2 turns; turn 1's middle guess only pays through turn 2. A guess is echoed: "5: higher".

@@ -18,6 +18,7 @@ sampling flags from rollout.SamplingArgs, as train.Args does: the same names, de
 """
 
 import functools
+import gzip
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import torch
 
 import envs
 from rollout import SamplingArgs, check_context, load_policy, rollout
+from tiny import build_tiny
 
 
 def evaluate(policy, env_factory, tasks, samples, sampling, seed=0, reference=False):
@@ -71,7 +73,8 @@ def transcript(episode, tokenizer, color=False):
 
 def plot_runs(runs, png):
     """Curves of finished runs: {label: [run dir, ...]} -> a PNG of training reward, held-out success, the
-    spread of the correction M_j per turn, and the KL, against sampled episodes; with several runs per
+    spread of the correction M_j per turn, the KL to the base model, and per turn the entropy of the sampling
+    policy and the approximate KL of the updated policy to it, against sampled episodes; with several runs per
     label, the mean and a band of +-1 std across them."""
     try:
         import matplotlib
@@ -79,9 +82,11 @@ def plot_runs(runs, png):
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("error: plotting needs matplotlib: pip install matplotlib==3.11.2")
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(3, 2, figsize=(11, 11))
     panels = [(axes[0, 0], "reward_mean", "training reward"), (axes[0, 1], "eval_success_rate", "held-out success"),
-              (axes[1, 0], "correction_std", "correction M_j: std per turn (0 = first)"), (axes[1, 1], "kl", "KL to base")]
+              (axes[1, 0], "correction_std", "correction M_j: std per turn (0 = first)"), (axes[1, 1], "kl", "KL to base"),
+              (axes[2, 0], "turn_entropy", "entropy of the sampling policy per token, per turn"),
+              (axes[2, 1], "approx_kl", "approx. KL of the update to the sampling policy, per turn")]
     for label, dirs in runs.items():
         for ax, key, _ in panels:
             series = [_series(d, key) for d in dirs]
@@ -90,9 +95,11 @@ def plot_runs(runs, png):
                 std = [(sum((v - m) ** 2 for v in col) / len(col)) ** 0.5 for col, m in zip(ys, mean)]
                 line, = ax.plot(x, mean, label=f"{label}{name}", lw=1.5)
                 if len(dirs) > 1:
-                    low = [max(m - s, 1e-4) if key == "kl" else m - s for m, s in zip(mean, std)]  # log axis
+                    low = [max(m - s, 1e-6) if key in LOG_AXES else m - s for m, s in zip(mean, std)]
                     ax.fill_between(x, low, [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
-    axes[1, 1].set_yscale("log")  # one step's KL spike would flatten the rest
+    for ax, key, _ in panels:
+        if key in LOG_AXES:
+            ax.set_yscale("log")  # one step's KL spike would flatten the rest
     for ax, _, title in panels:
         ax.set_title(title)
         ax.set_xlabel("sampled episodes")
@@ -105,16 +112,32 @@ def plot_runs(runs, png):
     return png
 
 
+LOG_AXES = ("kl", "approx_kl")
+
+
+def read_metrics(run_dir):
+    """A run's metrics.jsonl as a list of records (or metrics.jsonl.gz: bench/compare.py packs finished runs)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    with open(path) if os.path.exists(path) else gzip.open(path + ".gz", "rt") as f:
+        return [json.loads(line) for line in f]
+
+
 def _series(run_dir, key):
-    """{name: [(sampled episodes, value)]} of one run; the correction is one series per turn."""
+    """{name: [(sampled episodes, value)]} of one run; a per-turn key (the correction, the entropy, the approximate
+    KL) gives one series per turn ("all": the all-turns baselines' one update)."""
     out, episodes = {}, 0
-    for line in open(os.path.join(run_dir, "metrics.jsonl")):
-        r = json.loads(line)
+    for r in read_metrics(run_dir):
         episodes += r.get("episodes", 0)
-        if key == "correction_std" and "turn_stats" in r:
-            for turn, stats in r["turn_stats"].items():
-                if turn != "-1":  # the all-turns baselines have no correction
-                    out.setdefault(f" turn {turn}", []).append((episodes, stats["correction_std"]))
+        if key == "turn_entropy":
+            per_turn = r.get(key, {})
+        elif key in ("correction_std", "approx_kl"):
+            per_turn = {t: s[key] for t, s in r.get("turn_stats", {}).items() if key in s}
+        else:
+            per_turn = None
+        if per_turn is not None:
+            for turn, value in per_turn.items():
+                if not (key == "correction_std" and turn == "-1"):  # the all-turns baselines have no correction
+                    out.setdefault(f" turn {turn}" if turn != "-1" else " all", []).append((episodes, value))
         elif key in r:
             out.setdefault("", []).append((episodes, r[key]))
     return out
@@ -136,6 +159,7 @@ class EvalArgs(SamplingArgs):  # the sampling flags (--temperature, --max_contex
     env: Literal[envs.ENV_NAMES] = field(default="lookup", metadata={"help": "environment"})
     model: str = field(default="tiny", metadata={"help": "base model: tiny, a Hub name or a local folder"})
     adapter: str = field(default="", metadata={"help": "a saved adapter folder (train.py's OUT/adapter)"})
+    qlora: bool = field(default=False, metadata={"help": "load the base in 4 bits (NF4), as a train.py --qlora run"})
     tasks: int = field(default=200, metadata={"help": "held-out tasks to evaluate (the first N of the test split)"})
     samples: int = field(default=4, metadata={"help": "episodes per task"})
     k: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "pass@k for these k (<= samples)"})
@@ -159,7 +183,9 @@ def main(argv=None):
         print(plot_runs({"": [args.plot]}, os.path.join(args.plot, "plot.png")))
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(args.model, seed=args.seed, adapter=args.adapter or None, thinking=args.thinking, device=device)
+    policy = load_policy(build_tiny(args.seed) if args.model == "tiny" else args.model, seed=args.seed,
+                         adapter=args.adapter or None, thinking=args.thinking, temperature=args.temperature,
+                         qlora=args.qlora, device=device)
     sampling = args.sampling()
     variants = {args.env: {}}
     if args.env == "bfcl":

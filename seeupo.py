@@ -1,41 +1,49 @@
-"""SeeUPO, the algorithm and nothing else (arXiv 2602.06554; restated in docs/algorithm.md).
+"""SeeUPO, the algorithm (arXiv 2602.06554; restated in docs/algorithm.md), and nothing else: what a training
+step needs around it (micro-batches, sums over processes, the non-finite guard, statistics) is in
+sweep_plumbing.py.
 
-What is here:
-  grae_advantages  A_j = R_j - mean_group(R), optional group-std division, batch normalisation, clip +-3
+  grae_advantages    A_j = R_j - mean_group(R), optional group-std division, batch normalisation, clip +-3
+  the per-sample losses: gspo_loss (sequence-level clip, SeeUPO's), grpo_loss (token-level PPO-clip),
+                     reinforce_loss; clip_fractions (where each loss's clip took the gradient away); kl_k3
   correction_update  r_j = clip(s_j), M_j <- clip(M_j r_j): the HAML/HAPPO-style correction
-  the per-turn losses: gspo_loss (sequence-level, SeeUPO's), grpo_loss (token-level PPO-clip),
-                   reinforce_loss, and kl_k3 (low-variance KL to the reference policy)
-  sweep            ONE training step: the reverse-turn sequential update with the HAML-style correction
-                   M_j, and -- by arguments, through the same lines -- its ablations (order, correction)
-                   and the all-turns-at-once baselines GRPO, GSPO and REINFORCE.
+  turn_order         the order of the sweep: reverse (SeeUPO), sequential, or random (the same on every process)
+  sweep              ONE training step: the per-turn sweep with the correction M_j, or all turns at once
+
+Every method is two choices (SweepConfig): the SCHEDULE -- "sweep", turn by turn in an order, with or without
+the correction, or "all", every turn in one update -- and the per-sample LOSS -- "gspo", "grpo" or
+"reinforce". ALGOS names the four presets people use (seeupo = sweep + gspo; gspo, grpo and reinforce = all
+turns at once with that loss); the token-level sweep is SweepConfig(loss="grpo").
 
 The sweep never sees a model. It reaches the policy through one callable,
 
-    logprob_fn(samples: list[TurnSample], reference: bool = False) -> (token_logprobs, action_mask)
+    logprob_fn(samples: list[TurnSample], reference: bool = False) -> (token_logprobs [B, A], action_mask [B, A])
 
 that returns, for each sample, the log-probs of its action tokens under the current policy (or, with
-reference=True, under the reference policy), left-aligned in a [B, A] float tensor with a [B, A] bool
-mask. `rollout.Policy.turn_logprobs` implements it for an LLM (turn t's forward runs on the prefix up to
-the end of turn t only); `tabular.Tabular` implements it for a tabular softmax policy. SweepConfig holds the
-sweep's knobs, each documented once; train.py builds it from its flags of the same names.
+reference=True, under the reference policy), left-aligned in a float tensor with a bool mask.
+`rollout.Policy.turn_logprobs` implements it for an LLM (turn t's forward runs on the prefix up to the end of
+turn t only); `tabular.Tabular` for a tabular softmax policy. train.py builds SweepConfig from its flags.
 """
 
 import random
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 
-ALGOS = ("seeupo", "grpo", "gspo", "reinforce")
+from sweep_plumbing import Plumbing, local_sum
+
+ALGOS = {"seeupo": ("sweep", "gspo"), "gspo": ("all", "gspo"), "grpo": ("all", "grpo"),
+         "reinforce": ("all", "reinforce")}  # name -> (schedule, loss)
 ORDERS = ("reverse", "sequential", "random")
+ALL_TURNS = -1  # TurnSample.turn of a whole-episode sample, and the one "turn" of the all-turns schedule
 
 
 class TurnSample(NamedTuple):
     episode: int  # row of `advantages` (and of the correction M) this sample belongs to
-    turn: int     # 0-based turn index t; -1 for a whole-episode sample (the all-turns baselines)
+    turn: int     # 0-based turn index t; ALL_TURNS for a whole-episode sample (the all-turns baselines)
     cost: int     # tokens its forward pass processes: micro-batches are packed by this
-    data: Any     # what logprob_fn needs (for an LLM: the prefix ids and the action positions)
+    data: Any     # what logprob_fn needs (for an LLM: rollout.Actions, the prefix and the tokens to score)
+    sampled: Any = None  # log pi of its action tokens when they were sampled (a list), or None: only for statistics
 
 
 def _knob(default, doc):
@@ -45,9 +53,10 @@ def _knob(default, doc):
 @dataclass(kw_only=True)
 class SweepConfig:
     """What sweep() does, knob by knob. Built by keyword only, so that a field added anywhere cannot shift the
-    values of the others."""
-    algo: str = _knob("seeupo", "seeupo, or an all-turns baseline: grpo | gspo | reinforce")
-    order: str = _knob("reverse", "seeupo's turn order: reverse (SeeUPO) | sequential | random")
+    values of the others. SweepConfig(**preset("gspo")) is the GSPO baseline."""
+    schedule: str = _knob("sweep", "sweep: turn by turn in --order (SeeUPO) | all: every turn in one update")
+    loss: str = _knob("gspo", "per-sample loss: gspo (sequence-level clip) | grpo (token-level clip) | reinforce")
+    order: str = _knob("reverse", "the sweep's turn order: reverse (SeeUPO) | sequential | random")
     correction: bool = _knob(True, "scale earlier turns' advantages by the later turns' clipped ratios (M_j)")
     clip_low: float = _knob(0.2, "loss clip: ratio >= 1 - clip_low")
     clip_high: float = _knob(0.2, "loss clip: ratio <= 1 + clip_high")
@@ -56,24 +65,26 @@ class SweepConfig:
     kl_coef: float = _knob(0.0, "weight of the low-variance KL to the reference policy (train.py: the base model); "
                                 "0 skips the reference forward")
     ppo_epochs: int = _knob(1, "passes over each turn's samples")
-    minibatches: int = _knob(1, "optimizer steps per pass, per turn for seeupo (the samples are split this many ways)")
+    minibatches: int = _knob(1, "optimizer steps per pass, per turn in the sweep (the samples are split this many ways)")
     max_grad_norm: float = _knob(1.0, "gradient clipping (global norm)")
     token_budget: int = _knob(16384, "micro-batch size in padded tokens; gradients accumulate across micro-batches")
 
 
-def _local(x):
-    return x  # the single-process reduce: every sum is already global
+def preset(algo):
+    """The SweepConfig fields of a preset name: preset("seeupo") == {"schedule": "sweep", "loss": "gspo"}."""
+    schedule, loss = ALGOS[algo]
+    return {"schedule": schedule, "loss": loss}
 
 
 def grae_advantages(rewards, groups, std_norm=False, batch_norm=True, clip=3.0, leave_one_out=False,
-                    reduce_sum=_local):
+                    reduce_sum=local_sum):
     """Group-relative advantages (GRAE). rewards, groups: [N] tensors; groups[j] names episode j's task.
 
     A_j = R_j - mean over j's group (leave_one_out: the mean of the OTHER episodes, RLOO-style), divided
     by the group's std if std_norm; a group whose rewards are all equal gets exactly 0. Then, if
-    batch_norm, A /= std(A) over the whole batch (all ranks, via reduce_sum) and A is clipped to [-clip, clip].
-    The batch mean of group-relative advantages is 0 by construction, so centering it again is a no-op
-    that would only turn the exact zeros of equal-reward groups into rounding noise: it is skipped.
+    batch_norm, A /= std(A) over the whole batch (all processes, via reduce_sum) and A is clipped to
+    [-clip, clip]. The batch mean of group-relative advantages is 0 by construction, so centering it again is
+    a no-op that would only turn the exact zeros of equal-reward groups into rounding noise: it is skipped.
     """
     rewards = rewards.double()
     adv = torch.zeros_like(rewards)
@@ -95,6 +106,7 @@ def grae_advantages(rewards, groups, std_norm=False, batch_norm=True, clip=3.0, 
     return adv.float()
 
 
+# ----------------------------------------------------------------------------- the losses of one turn
 def masked_mean(x, mask):
     return (x * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
@@ -125,11 +137,23 @@ def reinforce_loss(logp, old_logp, mask, adv, clip_low, clip_high):
     return -adv * masked_mean(logp, mask)
 
 
-def correction_update(correction, new_logp, old_logp, mask, eps):
-    """SeeUPO's correction after turn t is updated: r_j = clip(s_j, 1-eps, 1+eps) with s_j the sequence
-    ratio of turn t's new over old policy, and M_j <- clip(M_j * r_j, 1-eps, 1+eps). Returns (M, r)."""
-    r = sequence_log_ratio(new_logp, old_logp, mask).exp().clamp(1 - eps, 1 + eps)
-    return (correction * r).clamp(1 - eps, 1 + eps), r
+LOSSES = {"gspo": gspo_loss, "grpo": grpo_loss, "reinforce": reinforce_loss}
+
+
+def clip_fractions(loss, logp, old_logp, mask, adv, clip_low, clip_high):
+    """Per sample, how much of it the clip took out of the gradient, on each side (TRL's clip_ratio/low and
+    /high): the ratio below 1 - clip_low where A < 0, above 1 + clip_high where A > 0. gspo clips the sequence
+    ratio (0 or 1 per sample), grpo each token's ratio (the share of the sample's tokens); reinforce has no clip
+    (None)."""
+    if loss == "reinforce":
+        return None
+    if loss == "gspo":
+        ratio, where = sequence_log_ratio(logp, old_logp, mask).exp()[:, None], torch.ones_like(adv[:, None])
+    else:
+        ratio, where = (logp - old_logp).clamp(-20.0, 20.0).exp(), mask
+    low = (ratio < 1 - clip_low) & (adv[:, None] < 0)
+    high = (ratio > 1 + clip_high) & (adv[:, None] > 0)
+    return masked_mean(low.float(), where), masked_mean(high.float(), where)
 
 
 def kl_k3(logp, ref_logp, mask):
@@ -138,167 +162,77 @@ def kl_k3(logp, ref_logp, mask):
     return masked_mean(d.exp() - d - 1, mask)
 
 
-LOSSES = {"seeupo": gspo_loss, "gspo": gspo_loss, "grpo": grpo_loss, "reinforce": reinforce_loss}
+# ----------------------------------------------------------------------------- the correction and the sweep
+def correction_update(correction, new_logp, old_logp, mask, eps):
+    """SeeUPO's correction after turn t is updated: r_j = clip(s_j, 1-eps, 1+eps) with s_j the sequence
+    ratio of turn t's new over old policy, and M_j <- clip(M_j * r_j, 1-eps, 1+eps). Returns (M, r)."""
+    r = sequence_log_ratio(new_logp, old_logp, mask).exp().clamp(1 - eps, 1 + eps)
+    return (correction * r).clamp(1 - eps, 1 + eps), r
 
 
-def micro_batches(indices, costs, token_budget):
-    """Split sample indices into micro-batches whose padded size (count x longest) fits token_budget.
-    Longest first, so that samples of similar length share a micro-batch and pad each other little."""
-    batch, out = [], []
-    for i in sorted(indices, key=lambda i: -costs[i]):
-        if batch and (len(batch) + 1) * costs[batch[0]] > token_budget:
-            out.append(batch)
-            batch = []
-        batch.append(i)
-    return out + [batch] if batch else out
+def turn_order(order, num_turns, step_seed):
+    """The turns 0..num_turns-1 in the order the sweep updates them. "random" is drawn from step_seed alone,
+    never from a global generator, so that every process updates the turns in the same order."""
+    turns = list(range(num_turns))
+    if order == "reverse":
+        turns.reverse()
+    elif order == "random":
+        random.Random(step_seed).shuffle(turns)
+    return turns
 
 
-def _logprobs(logprob_fn, samples, cfg, device, reference=False):
-    """No-grad log-probs of all samples, micro-batched, as one [N, A] tensor and mask, rows in sample order.
-    (A rank may have no sample of a turn that others have: then N = 0, still on the right device.)"""
-    parts = {}
-    with torch.no_grad():
-        for mb in micro_batches(range(len(samples)), [s.cost for s in samples], cfg.token_budget):
-            lp, m = logprob_fn([samples[i] for i in mb], reference)
-            parts.update({i: (lp[k].float(), m[k]) for k, i in enumerate(mb)})
-    width = max([lp.shape[0] for lp, _ in parts.values()], default=1)
-    logp = torch.zeros(len(samples), width, device=device)
-    mask = torch.zeros(len(samples), width, dtype=torch.bool, device=device)
-    for i, (lp, m) in parts.items():
-        logp[i, : len(lp)], mask[i, : len(m)] = lp, m
-    return logp, mask
+def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_seed=0, reduce_sum=local_sum):
+    """ONE training step on a batch of episodes; returns its statistics (over all processes).
 
-
-def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_seed=0, reduce_sum=_local):
-    """ONE training step on a batch of episodes; returns its statistics (over all ranks).
-
-    SeeUPO (algo "seeupo", order "reverse"):
+    SeeUPO (schedule "sweep", order "reverse", loss "gspo"):
         M_j <- 1
         for t = T-1, ..., 0:                                # the last turn first: backward induction
             S_t     <- the samples of turn t                # episodes without a turn t are not in S_t
             old     <- log pi(a_t | s_t), CURRENT weights   # the later turns are already updated
             A_hat_j <- A_j * M_j                            # M is a constant weight (no gradient)
-            ppo_epochs x minibatches optimizer steps on the GSPO loss of turn t only
+            ppo_epochs x minibatches optimizer steps on the loss of turn t only
             r_j     <- clip(exp(mean_k(log pi_new - old)), 1 - eps_a, 1 + eps_a)
             M_j     <- clip(M_j * r_j, 1 - eps_a, 1 + eps_a)
-    Order "sequential" / "random" only change the order of t; correction=False keeps M_j = 1. The
-    all-turns baselines (grpo, gspo, reinforce) run the same body once, on all samples at once: one
-    whole-episode sample per episode (ours), or one per turn (the authors': every turn has its own ratio
-    and weighs the same in the mean).
+    Schedule "all" runs the same body once, on every sample (one whole-episode sample per episode, or one per
+    turn: the authors' baselines), with M_j = 1.
 
-    samples:    list[TurnSample]: per-turn for seeupo; whole-episode (turn -1) or per-turn for the baselines
+    samples:    list[TurnSample] (per turn for the sweep; whole-episode or per turn for "all")
     advantages: [num_episodes] tensor from grae_advantages (on any device: moved to the parameters')
-    num_turns:  the most turns an episode can have (the same on every rank)
-    step_seed:  seeds the random order and the minibatch split (the same on every rank)
-    reduce_sum: sums a tensor over ranks (identity on one process). Ranks hold different numbers of
-                samples of a turn, or none, so DDP's lock-step backward would hang; instead every rank
-                takes every optimizer step with gradients summed here (zero where it has no sample).
+    optimizer:  a torch optimizer, or a list of one per turn index (one set of moments per turn); "all" takes one
+    num_turns:  the most turns an episode can have (the same on every process)
+    step_seed:  seeds the random order and the minibatch splits (the same on every process)
+    reduce_sum: sums a tensor over processes (identity on one); see sweep_plumbing.Plumbing
     """
-    assert cfg.algo in ALGOS and cfg.order in ORDERS, (cfg.algo, cfg.order)
-    per_turn = cfg.algo == "seeupo"
-    assert not per_turn or all(s.turn >= 0 for s in samples), "seeupo takes per-turn samples"
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-    device = params[0].device  # the policy's: every tensor of the sweep lives there
-    advantages = advantages.to(device)
-    correction = torch.ones_like(advantages)  # M_j
-    turns = list(range(num_turns)) if per_turn else [-1]  # -1: every sample at once
-    if cfg.order == "reverse":
-        turns.reverse()
-    elif cfg.order == "random":
-        random.Random(step_seed).shuffle(turns)
-    gen = torch.Generator().manual_seed(step_seed)  # draws the minibatch splits
-    steps, turn_stats, applied = [], {}, []  # every optimizer step's Step; per turn: its statistics, the M_j used
+    assert cfg.schedule in ("sweep", "all") and cfg.loss in LOSSES and cfg.order in ORDERS, cfg
+    per_turn = cfg.schedule == "sweep"
+    assert not per_turn or all(0 <= s.turn < num_turns for s in samples), \
+        f"the sweep takes per-turn samples of turns 0..{num_turns - 1} (num_turns={num_turns})"
+    run = Plumbing(logprob_fn, optimizer, cfg, reduce_sum, step_seed)  # micro-batches, sums, guard, statistics
+    A = advantages.to(run.device)
+    M = torch.ones_like(A)  # M_j, the correction
 
-    for t in turns:
+    for t in turn_order(cfg.order, num_turns, step_seed) if per_turn else [ALL_TURNS]:
         S = [s for s in samples if s.turn == t or not per_turn]
-        n_global = reduce_sum(torch.tensor([float(len(S))], device=device)).item()
-        if n_global == 0:
-            continue  # no episode on any rank reached turn t
-        ep = torch.tensor([s.episode for s in S], dtype=torch.long, device=device)
-        old_logp, mask = _logprobs(logprob_fn, S, cfg, device)
-        ref_logp = _logprobs(logprob_fn, S, cfg, device, reference=True)[0] if cfg.kl_coef else None
-        adv_hat = advantages[ep] * correction[ep]
-        applied.append(correction[ep].clone())
-        turn_steps = []
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(len(S), generator=gen).tolist()  # each pass splits S into new minibatches
-            for k in range(cfg.minibatches):
-                turn_steps.append(_optimizer_step(logprob_fn, optimizer, params, S, perm[k :: cfg.minibatches],
-                                                  old_logp, ref_logp, adv_hat, cfg, reduce_sum))
-        new_logp = _logprobs(logprob_fn, S, cfg, device)[0]
-        updated, ratio = correction_update(correction[ep], new_logp, old_logp, mask, cfg.correction_clip)
+        if run.count(S) == 0:
+            continue  # no episode on any process reached turn t
+        j = torch.tensor([s.episode for s in S], dtype=torch.long, device=run.device)  # each sample's episode
+        old, mask = run.logprobs(S)  # with the current weights: the later turns are already updated
+        ref = run.logprobs(S, reference=True)[0] if cfg.kl_coef else None
+        M_j = M[j]  # this turn's correction of each sample's episode (a copy: M[j] gathers)
+        A_hat = A[j] * M_j  # a constant here: no gradient flows through M
+
+        def loss(logp, rows):  # turn t's per-sample loss on S[rows], and what to report of it
+            m, o = mask[rows, : logp.shape[1]], old[rows, : logp.shape[1]]
+            per_sample = LOSSES[cfg.loss](logp, o, m, A_hat[rows], cfg.clip_low, cfg.clip_high)
+            kl = kl_k3(logp, ref[rows, : logp.shape[1]], m) if ref is not None else None
+            clipped = clip_fractions(cfg.loss, logp.detach(), o, m, A_hat[rows], cfg.clip_low, cfg.clip_high)
+            return (per_sample if kl is None else per_sample + cfg.kl_coef * kl), kl, clipped
+
+        for rows in run.minibatches(len(S)):  # ppo_epochs passes, each split into minibatches
+            run.optimizer_step(t, S, rows, loss)
+        new = run.logprobs(S)[0]
+        M_next, r = correction_update(M_j, new, old, mask, cfg.correction_clip)  # r_j; M_j <- clip(M_j r_j)
         if per_turn and cfg.correction:
-            correction[ep] = updated
-        turn_stats[t] = _turn_stats(turn_steps, ratio, applied[-1], n_global, cfg.ppo_epochs, reduce_sum)
-        steps += turn_steps
-    return _sweep_stats(steps, turn_stats, applied, reduce_sum, device)
-
-
-class Step(NamedTuple):
-    """What one optimizer step reports: sums over its minibatch's samples on this rank, and its gradient."""
-    loss: float       # the per-sample losses (the KL term included)
-    kl: float         # the per-sample KL estimates (0 without kl_coef)
-    clipped: float    # samples whose sequence ratio lay outside the loss clip range
-    grad_norm: float  # the gradient's norm (summed over ranks) before clipping; 0 if not taken
-    taken: bool       # False: the gradient was not finite, and the step was skipped
-
-
-def _optimizer_step(logprob_fn, optimizer, params, S, minibatch, old_logp, ref_logp, adv_hat, cfg, reduce_sum):
-    """One optimizer step on the samples S[i], i in minibatch: gradients accumulated over micro-batches, summed
-    over ranks. old_logp, ref_logp (or None) and adv_hat have one row per sample of S. Returns its Step."""
-    # the loss is a mean over the minibatch's samples on ALL ranks, so divide by the global count
-    n_global = reduce_sum(torch.tensor([float(len(minibatch))], device=adv_hat.device)).item()
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    loss_sum = kl_sum = clipped = 0.0
-    for micro in micro_batches(minibatch, [s.cost for s in S], cfg.token_budget):
-        logp, mask = logprob_fn([S[i] for i in micro])
-        logp, old = logp.float(), old_logp[micro, : mask.shape[1]]
-        per_sample = LOSSES[cfg.algo](logp, old, mask, adv_hat[micro], cfg.clip_low, cfg.clip_high)
-        if ref_logp is not None:
-            kl = kl_k3(logp, ref_logp[micro, : mask.shape[1]], mask)
-            per_sample = per_sample + cfg.kl_coef * kl
-            kl_sum += kl.sum().item()
-        (per_sample.sum() / max(n_global, 1)).backward()
-        s = sequence_log_ratio(logp.detach(), old, mask).exp()
-        loss_sum += per_sample.sum().item()
-        clipped += ((s < 1 - cfg.clip_low) | (s > 1 + cfg.clip_high)).sum().item()
-    flat = reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]))
-    if not torch.isfinite(flat).all():  # never let NaN/inf reach the weights
-        warnings.warn("seeupo: non-finite gradient, optimizer step skipped")
-        return Step(loss_sum, kl_sum, clipped, grad_norm=0.0, taken=False)
-    offset = 0
-    for p in params:
-        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-        offset += p.numel()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-    optimizer.step()
-    return Step(loss_sum, kl_sum, clipped, grad_norm, taken=True)
-
-
-def _turn_stats(steps, ratio, correction, n, ppo_epochs, reduce_sum):
-    """Means over all ranks' samples of the turn: loss, KL, clip fraction, r_j and M_j (mean and std)."""
-    loss, kl, clipped = sum(s.loss for s in steps), sum(s.kl for s in steps), sum(s.clipped for s in steps)
-    sums = reduce_sum(torch.tensor([loss, kl, clipped, ratio.sum().item(), (ratio**2).sum().item(),
-                                    correction.sum().item(), (correction**2).sum().item()],
-                                   dtype=torch.float64, device=ratio.device)).tolist()
-    std = lambda s1, s2: max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
-    return {"n": int(n), "loss": sums[0] / (n * ppo_epochs), "kl": sums[1] / (n * ppo_epochs),
-            "clipfrac": sums[2] / (n * ppo_epochs), "ratio_mean": sums[3] / n, "ratio_std": std(sums[3], sums[4]),
-            "correction_mean": sums[5] / n, "correction_std": std(sums[5], sums[6])}
-
-
-def _sweep_stats(steps, turn_stats, applied, reduce_sum, device):
-    """The statistics sweep() returns, over all ranks: per turn (turn_stats), the optimizer steps taken and
-    skipped and their mean gradient norm, the M_j that scaled each (episode, turn) sample's advantage (mean and
-    std), and the mean KL."""
-    applied = torch.cat(applied) if applied else torch.ones(0)
-    n, m1, m2 = reduce_sum(torch.tensor([len(applied), applied.sum().item(), (applied**2).sum().item()],
-                                        dtype=torch.float64, device=device)).tolist()
-    mean = m1 / max(n, 1)
-    taken = [s for s in steps if s.taken]
-    n_turns = sum(s["n"] for s in turn_stats.values())  # the turn statistics are global already
-    return {"turns": turn_stats, "optimizer_steps": len(taken), "skipped_steps": len(steps) - len(taken),
-            "grad_norm": sum(s.grad_norm for s in taken) / max(len(taken), 1),
-            "correction_mean": mean, "correction_std": max(m2 / max(n, 1) - mean**2, 0.0) ** 0.5,
-            "kl": sum(s["kl"] * s["n"] for s in turn_stats.values()) / max(n_turns, 1)}
+            M[j] = M_next  # the turns updated after this one see how far this one moved
+        run.end_turn(t, S, M_j, r, new, mask)
+    return run.statistics()

@@ -34,7 +34,7 @@ tests/test_seeupo.py asserts the numbers above and uses `Tabular` to test the sw
 
 import torch
 
-from seeupo import SweepConfig, TurnSample, grae_advantages, sweep
+from seeupo import ALGOS, SweepConfig, TurnSample, grae_advantages, preset, sweep
 
 TURNS = 2  # turn 1 picks a branch, turn 2 an action
 PAYOFF = torch.tensor([[0.5, 0.5, 0.5],    # branch 0: safe, 0.5 whatever turn 2 does
@@ -74,8 +74,8 @@ def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minib
     torch.manual_seed(seed)
     policy = Tabular()
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
-    cfg = SweepConfig(algo=algo, order=order, correction=correction, minibatches=minibatches, ppo_epochs=ppo_epochs,
-                      max_grad_norm=1e9)
+    cfg = SweepConfig(**preset(algo), order=order, correction=correction, minibatches=minibatches,
+                      ppo_epochs=ppo_epochs, max_grad_norm=1e9)
     for step in range(steps):
         with torch.no_grad():
             p = policy.table.softmax(-1)
@@ -83,7 +83,7 @@ def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minib
             a2 = torch.multinomial(p[1 + a1], 1)[:, 0]
         advantages = grae_advantages(PAYOFF[a1, a2], torch.arange(episodes) // group)
         a1, a2 = a1.tolist(), a2.tolist()
-        if algo == "seeupo" or baseline_samples == "turn":
+        if ALGOS[algo][0] == "sweep" or baseline_samples == "turn":
             samples = [TurnSample(j, 0, 1, ([0], [a1[j]])) for j in range(episodes)]
             samples += [TurnSample(j, 1, 1, ([1 + a1[j]], [a2[j]])) for j in range(episodes)]
         else:

@@ -12,9 +12,10 @@ from its context) but knows no strategy.
   tiny_path(seed)       that folder: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of
                         everything that shapes the model (this file and the environments' code)
 
-How it connects: rollout.load_policy("tiny") calls build_tiny() and then loads the folder like any local
-model. The warm-up plays its random episodes through rollout.rollout() with a rollout.ScriptedPolicy and
-trains through Policy.turn_logprobs, so the model sees exactly the token sequences that RL will produce.
+How it connects: for --model tiny, train.py and eval.py call build_tiny() and load the folder it returns with
+rollout.load_policy() like any local model (rollout.py never imports this file). The warm-up plays its random
+episodes through rollout.rollout() with a rollout.ScriptedPolicy and trains through Policy.turn_logprobs, so the
+model sees exactly the token sequences that RL will produce.
 """
 
 import hashlib
@@ -28,7 +29,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 import envs
-from rollout import END_OF_TURN, Policy, Sampling, ScriptedPolicy, rollout
+from rollout import END_OF_TURN, Actions, Policy, Sampling, ScriptedPolicy, rollout
 from seeupo import TurnSample
 
 TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -132,8 +133,9 @@ def build_tiny(seed, log=print):
         episodes = rollout(random_actor, env_cls, tasks, group_size=1, sampling=Sampling())  # env_cls(): a fresh env
         # next-token loss on whole transcripts, as pretraining would: predicting the environment's
         # replies (say, "C has" after get(C)) teaches in-context copying; the actions are uniform noise
-        logp, mask = policy.turn_logprobs([TurnSample(j, -1, len(e.token_ids), (e.token_ids, list(range(1, len(e.token_ids)))))
-                                           for j, e in enumerate(episodes)])
+        every = [list(range(1, len(e.token_ids))) for e in episodes]
+        logp, mask = policy.turn_logprobs([TurnSample(j, -1, len(e.token_ids), Actions(e.token_ids, len(e.token_ids), q, q))
+                                           for j, (e, q) in enumerate(zip(episodes, every))])
         loss = -(logp * mask).sum() / mask.sum()
         optimizer.zero_grad()
         loss.backward()

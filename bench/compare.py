@@ -1,58 +1,57 @@
-"""SeeUPO against its baselines and ablations on the toy environments (a benchmark, not a test).
+"""SeeUPO against its ablations and the all-turns update, on paired seeds, with intervals (a benchmark, not a test).
 
-    python bench/compare.py                     # the authors' schedule: 9 methods x 3 lrs x 2 seeds, then 5 seeds
-                                                #   at each method's best lr; lookup + relay (162 runs)
-    python bench/compare.py --full_grid         # 5 seeds at every lr (270 runs)
-    python bench/compare.py --quick             # seeupo, gspo, gspo x T; seeds 0-1; lookup; the first lr; 50 steps
+    python bench/compare.py                     # the authors' schedule: 8 methods x 10 seeds x lookup, relay (160 runs)
+    python bench/compare.py --quick             # seeupo, gspo, gspo x T; seeds 0-1; lookup; 50 steps
     python bench/compare.py --regime 16step     # the second regime: 16 clipped optimizer steps per turn
-    python bench/compare.py --report            # only re-read the finished runs: the tables and the curves
+    python bench/compare.py --report            # only re-read the runs: every table, curve and interval
 
-Every run is `python train.py` with ONE shared setting per regime (REGIMES below, fixed before the comparison
-and the same for every method: only a method's own flags and the learning rate differ), so every method
-samples the same number of episodes from the same task draws and seeds. Two stages:
-  scan     every method at every learning rate of the regime's scan, seeds 0..SCAN_SEEDS-1;
-  confirm  each method at its own best lr of the scan (the highest mean final held-out success over the scan
-           seeds; a tie goes to the smaller lr) on seeds SCAN_SEEDS..SEEDS-1, so its row has SEEDS seeds of
-           which SEEDS - SCAN_SEEDS did not take part in choosing the lr. `--full_grid` runs every seed at
-           every lr instead. The tables give each method at each lr and each method at its own best lr.
+Every run is `python train.py` with ONE shared setting per regime (REGIMES below, fixed before the runs and the
+same for every method: only a method's own flags differ), so every method samples the same number of episodes,
+and seed s draws the same tasks at every step and starts from the same tiny model for every method: the seeds
+are PAIRED, and a difference between two methods is measured seed by seed.
 
 Regimes (seeupo.sweep() runs every method; see its docstring):
   authors   the authors' released schedule: ONE optimizer step per turn per batch for the sweeps, ONE per batch
             for the all-turns baselines, which are theirs: one sample per turn (a ratio per turn), group-std
             division, no batch normalisation (`--baseline_samples turn --std_norm --no_batch_norm`); KL 0.002;
-            a constant lr.
+            a constant lr 1e-3 (the best lr of every sweep on both environments in the previous round's scan of
+            1e-3, 3e-3 and 1e-2); 80 steps of 64 episodes; held-out evaluation every 5 steps.
   16step    this project's own regime (the default recipe's update): 4 epochs x 4 minibatches (16 clipped
             steps per turn), KL 0.05, our baselines (one whole-episode sample, batch normalisation), 25 steps,
-            seeds 0-2 at every lr (bench/results/compare/16step/).
+            lrs 1e-3 and 3e-3, seeds 0-2.
 
-Methods:
-  seeupo          reverse turn order + the correction M (the paper's method)
-  forward         turn order 1..T, with the correction          (ablation: the order)
-  random          a random turn order each step, with it        (ablation: the order)
-  no-correction   reverse order, M = 1                          (ablation: the correction)
-  gspo, grpo      all turns at once: sequence-level / token-level clipped loss
-  gspo x T, grpo x T  the same with T x as many minibatches: as many optimizer steps per batch as the sweep
-                  takes (T = the env's turns). The control that separates the order and the correction from
-                  the number of optimizer steps: the paper does not run it.
-  reinforce       all turns at once, no ratio and no clip, leave-one-out baseline (RLOO-style)
+Methods (authors regime):
+  seeupo                   reverse turn order + the correction M (the paper's method)
+  forward                  turn order 1..T, with the correction        (ablation: the order)
+  no-correction            reverse order, M = 1                        (ablation: the correction)
+  ... per-turn             the same sweep with one set of AdamW moments per turn index (`--optimizer_state
+                           per_turn`): each turn's update its own, as HAML's argument assumes
+  gspo x T                 all turns at once with T x as many minibatches: as many optimizer steps per batch as
+                           the sweep takes (T = the env's turns), the control the paper does not run
+  gspo                     all turns at once, one optimizer step per batch (the paper's baseline)
+The 16step regime runs the earlier nine (seeupo, forward, random, no-correction, gspo, gspo x T, grpo, grpo x T,
+reinforce).
 
-Measured per method (over seeds): final held-out success (mean, std, per seed); sampled episodes until held-out
-success first reaches 50% and 80% of the optimum (the median over the seeds that reach it, and how many do);
-collapses (runs whose held-out success rose by >= 0.2 above the start and ended within 0.1 of the start); the
-KL to the base model at the end.
+Measured per run (from its metrics.jsonl): the final held-out success; the area under the held-out curve (AUC:
+the mean held-out success over the run, trapezoidal in sampled episodes: it rewards learning early); the sampled
+episodes until held-out success first reaches 0.8 (linearly interpolated between evaluations; None if never).
+Per method: mean and IQM (the mean of the middle half of the runs) with 95% percentile-bootstrap intervals.
+Per pair of methods (PAIRS): the mean paired difference over seeds with its 95% bootstrap interval, and the
+probability of improvement P(X > Y) over all pairs of runs (rliable, Agarwal et al. 2021) with its interval; a
+difference is called only where its interval excludes zero, else "not measurable with N seeds". Statistics:
+scipy.stats.bootstrap, 10,000 resamples, a fixed seed, so the report is a pure function of the runs.
 
-Results: OUT/REGIME/ENV/lrLR/METHOD/seedS/ holds each run's own --out (metrics.jsonl, adapter, log.txt). A run
-whose adapter exists is done and is not run again, and a run cut off resumes from its checkpoint: start the
-script again and it continues where it stopped. A finished run shorter than the regime's --steps (the regime
-was lengthened) is extended from its last checkpoint, which at a constant lr gives the very run a longer one
-would have been: a step's draws depend on the seed and the step alone (train.py --resume records the new
---steps in the run's args.json). Then OUT/REGIME/results.md,
-results.json and one PNG per env and lr, drawn by eval.plot_runs() (needs matplotlib: pip install
-matplotlib==3.11.2).
+Results: OUT/ENV/lrLR/METHOD/seedS/ holds each run's --out. Its args.json and metrics.jsonl.gz (the metrics,
+gzipped once the run ends) and wall.json (the seconds of every invocation that worked on it) are committed; the
+adapter, checkpoints and log are not. A finished run is not run again; a run cut off resumes from its
+checkpoint. Then OUT/results.md, results.json (tests/test_compare.py checks that it is what --report computes
+from the committed runs) and, per env and lr, a PNG of the curves (eval.plot_runs()) and one of the paired
+differences (both need matplotlib: pip install matplotlib==3.11.2).
 """
 
 import argparse
 import datetime
+import gzip
 import json
 import os
 import shutil
@@ -67,87 +66,83 @@ from tqdm import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
+from eval import read_metrics  # noqa: E402
 from seeds import cpu_model  # noqa: E402  (bench/seeds.py)
 
 THEIR_BASELINES = ["--baseline_samples", "turn", "--std_norm", "--no_batch_norm"]
-# Each regime's shared setting, chosen before its comparison ran (the lr scan included) and never per method.
+PER_TURN = ["--optimizer_state", "per_turn"]
+# Each regime's shared setting, fixed before its runs and never per method.
 REGIMES = {
     "authors": dict(shared=dict(steps=80, tasks_per_step=8, group_size=8, ppo_epochs=1, minibatches=1, kl_coef=0.002,
-                                lr_scheduler_type="constant", eval_every=10, eval_tasks=64, eval_samples=2,
+                                lr_scheduler_type="constant", eval_every=5, eval_tasks=64, eval_samples=2,
                                 save_every=20),
-                    lrs=(1e-3, 3e-3, 1e-2), baselines=THEIR_BASELINES, seeds=5, scan_seeds=2),
+                    lrs=(1e-3,), seeds=10, baselines=THEIR_BASELINES,
+                    methods=("seeupo", "forward", "no-correction", "seeupo per-turn", "forward per-turn",
+                             "no-correction per-turn", "gspo x T", "gspo")),
     "16step": dict(shared=dict(steps=25, tasks_per_step=8, group_size=8, ppo_epochs=4, minibatches=4, kl_coef=0.05,
                                eval_every=5, eval_tasks=64, eval_samples=2, save_every=5),
-                   lrs=(1e-3, 3e-3), baselines=[], seeds=3, scan_seeds=3),
+                   lrs=(1e-3, 3e-3), seeds=3, baselines=[],
+                   methods=("seeupo", "forward", "random", "no-correction", "gspo", "gspo x T", "grpo", "grpo x T",
+                            "reinforce")),
 }
 ENVS = ("lookup", "relay")
+# (X, Y, the question X - Y answers): the pairs whose paired differences the report gives, where both ran
+PAIRS = [("seeupo", "forward", "the reverse order vs forward"),
+         ("seeupo per-turn", "forward per-turn", "the reverse order vs forward, Adam per turn"),
+         ("seeupo", "no-correction", "the correction"),
+         ("seeupo per-turn", "no-correction per-turn", "the correction, Adam per turn"),
+         ("seeupo", "gspo x T", "the sweep vs all turns at once, at equal optimizer steps"),
+         ("seeupo per-turn", "gspo x T", "the sweep (Adam per turn) vs all turns at once, equal steps"),
+         ("seeupo", "gspo", "the sweep vs the paper's one-step baseline"),
+         ("seeupo per-turn", "seeupo", "one Adam state per turn vs one shared"),
+         ("forward per-turn", "forward", "one Adam state per turn vs one shared (forward)"),
+         ("no-correction per-turn", "no-correction", "one Adam state per turn vs one shared (no correction)")]
+METRICS = {"final": "final held-out success", "auc": "area under the held-out curve (mean success over the run)"}
+RESAMPLES, STAT_SEED = 10_000, 0
+MIN_SEEDS = 5  # below this a percentile bootstrap's interval is too narrow to call anything
 
 
-def methods(turns, regime):
-    """{method: its own train.py flags}: the only flags that differ between the methods of a regime."""
+def method_flags(method, turns, regime):
+    """A method's own train.py flags: the only flags that differ between the methods of a regime."""
     base, mb = regime["baselines"], regime["shared"]["minibatches"]
-    return {
-        "seeupo": [],
-        "forward": ["--order", "sequential"],
-        "random": ["--order", "random"],
-        "no-correction": ["--no_correction"],
-        "gspo": ["--algo", "gspo", *base],
-        "gspo x T": ["--algo", "gspo", *base, "--minibatches", str(mb * turns)],
-        "grpo": ["--algo", "grpo", *base],
-        "grpo x T": ["--algo", "grpo", *base, "--minibatches", str(mb * turns)],
-        "reinforce": ["--algo", "reinforce", *base],
-    }
+    flags = {"seeupo": [], "forward": ["--order", "sequential"], "random": ["--order", "random"],
+             "no-correction": ["--no_correction"],
+             "gspo": ["--algo", "gspo", *base], "gspo x T": ["--algo", "gspo", *base, "--minibatches", str(mb * turns)],
+             "grpo": ["--algo", "grpo", *base], "grpo x T": ["--algo", "grpo", *base, "--minibatches", str(mb * turns)],
+             "reinforce": ["--algo", "reinforce", *base]}
+    name = method.removesuffix(" per-turn")
+    return flags[name] + (PER_TURN if name != method else [])
 
 
-def plan(args, seeds_at):
-    """[(env, lr, method, seed, flags)]: seeds_at(env, method, lr) gives the seeds to run there."""
-    runs = []
-    for env in args.envs:
-        table = methods(envs.ENVS[env]().max_turns, args.setting)
-        for lr in args.lrs:
-            for method in args.methods or table:
-                runs += [(env, lr, method, seed, table[method]) for seed in seeds_at(env, method, lr)]
-    return runs
-
-
-def best_lrs(args, scan, partial=False):
-    """{(env, method): its best lr}: the highest mean final held-out success over the scan seeds (ties: the
-    smaller lr). partial (--report): choose among the lrs whose scan is finished, and list the missing ones."""
-    summary, best, missing = summarize(args, finished(args, scan)), {}, set()
-
-    def score(env, method, lr):
-        return summary[env][f"{lr:g}"][method]["final_success"][0]
-
-    for env, lr, method, _, _ in scan:
-        m = summary.get(env, {}).get(f"{lr:g}", {}).get(method)
-        if m is None or m["seeds"] < args.scan_seeds:
-            if not partial:
-                raise SystemExit(f"error: the scan of {method} on {env} at lr {lr:g} is not finished")
-            missing.add(f"{env} lr {lr:g}")
-        elif (env, method) not in best or m["final_success"][0] > score(env, method, best[env, method]):
-            best[env, method] = lr
-    return best, sorted(missing)
+def plan(args):
+    """[(env, lr, method, seed)]: every method at every lr on every seed, seed by seed (a cut-off invocation
+    leaves whole seeds, which is what the paired comparison needs)."""
+    return [(env, lr, method, seed) for env in args.envs for lr in args.lrs for seed in range(args.seeds)
+            for method in args.methods]
 
 
 def run_dir(args, env, lr, method, seed):
-    return os.path.join(args.out, env, f"lr{lr:g}", method.replace(" ", ""), f"seed{seed}")
+    return os.path.join(args.out, env, f"lr{lr:g}", method.replace(" ", "_"), f"seed{seed}")
 
 
-def train(args, env, lr, method, seed, flags):
-    """One train.py run (resumed if it was cut off); returns its folder. Its log is in the folder."""
+def done(folder, steps):
+    path = os.path.join(folder, "args.json")
+    return (os.path.exists(os.path.join(folder, "metrics.jsonl.gz")) and os.path.exists(path)
+            and json.load(open(path))["steps"] == steps)
+
+
+def train(args, env, lr, method, seed):
+    """One train.py run (resumed if it was cut off); then its metrics are gzipped and the rest of the folder
+    (adapter, checkpoint, log) stays local. Returns its folder."""
     out = run_dir(args, env, lr, method, seed)
-    shared = args.shared
-    extend = False
+    shared, flags = args.shared, method_flags(method, envs.ENVS[env]().max_turns, args.setting)
+    if done(out, shared["steps"]):
+        return out
     if os.path.exists(os.path.join(out, "args.json")):  # never mix runs of another setting into the table
         held = json.load(open(os.path.join(out, "args.json")))
-        wanted = {**{k: v for k, v in shared.items() if f"--{k}" not in flags}, "lr": lr, "seed": seed}  # x T: its own
-        # a shorter finished run at a constant lr is extended: a step's draws depend on the seed and step alone,
-        # so it continues exactly as a run of the longer length would have (checked once by hand)
-        extend = held.get("steps", 0) < shared["steps"] and shared.get("lr_scheduler_type") == "constant"
-        if any(held.get(k) != v for k, v in wanted.items() if not (extend and k == "steps")):
+        wanted = {**{k: v for k, v in shared.items() if f"--{k}" not in flags}, "lr": lr, "seed": seed}
+        if any(held.get(k) != v for k, v in wanted.items()):
             raise SystemExit(f"error: {out} holds a run with other settings than {wanted}; choose another --out")
-    if os.path.exists(os.path.join(out, "adapter")) and not extend:
-        return out
     resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint")) else []
     if not resume:
         shutil.rmtree(out, ignore_errors=True)  # a run killed before its first checkpoint: start it afresh
@@ -155,211 +150,325 @@ def train(args, env, lr, method, seed, flags):
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--env", env, "--lr", str(lr), "--seed", str(seed),
            "--out", out, "--cpu_threads", str(args.threads),
            *[x for k, v in shared.items() for x in (f"--{k}", str(v))], *flags, *resume]
+    start = time.time()
     with open(os.path.join(out, "log.txt"), "a") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    if done.returncode:
-        raise RuntimeError(f"{out} failed (exit {done.returncode}); see {out}/log.txt")
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    if code:
+        raise RuntimeError(f"{out} failed (exit {code}); see {out}/log.txt")
+    wall = os.path.join(out, "wall.json")
+    seconds = json.load(open(wall))["invocations"] if os.path.exists(wall) else []
+    with open(wall, "w") as f:
+        json.dump({"invocations": seconds + [round(time.time() - start, 1)], "cpu": cpu_model(),
+                   "runs_at_a_time": args.jobs, "threads": args.threads}, f)
+    with open(os.path.join(out, "metrics.jsonl"), "rb") as f, gzip.GzipFile(
+            os.path.join(out, "metrics.jsonl.gz"), "wb", mtime=0) as z:  # mtime 0: the same bytes every time
+        z.write(f.read())
+    os.remove(os.path.join(out, "metrics.jsonl"))
     return out
 
 
-# ----------------------------------------------------------------------------- reading finished runs
-def finished(args, runs):
-    """The runs that are done and as long as the regime's (not a shorter run still to be extended)."""
-    def done(folder):
-        return (os.path.exists(os.path.join(folder, "adapter"))
-                and json.load(open(os.path.join(folder, "args.json")))["steps"] == args.shared["steps"])
-    return [r for r in runs if done(run_dir(args, *r[:4]))]
-
-
+# ----------------------------------------------------------------------------- one run's numbers
 def read_run(folder):
-    train_records, evals = [], []
-    for line in open(os.path.join(folder, "metrics.jsonl")):
-        r = json.loads(line)
-        (evals if "eval_success_rate" in r else train_records).append(r)
+    """A finished run's numbers, from its metrics (and wall.json)."""
+    records = read_metrics(folder)
+    steps = [r for r in records if "reward_mean" in r]
     episodes, x = 0, {0: 0}
-    for r in train_records:
+    for r in steps:
         episodes += r["episodes"]
         x[r["step"]] = episodes
-    curve = [(x[r["step"]], r["eval_success_rate"]) for r in evals]
-    start, values = curve[0][1], [y for _, y in curve]
-    return {
-        "final_success": values[-1],
-        "eval_curve": curve,
-        "to_50": next((e for e, y in curve if y >= 0.5), None),  # the optimum is 1.0 on every toy env
-        "to_80": next((e for e, y in curve if y >= 0.8), None),
-        "collapsed": max(values) >= start + 0.2 and values[-1] <= start + 0.1,
-        "optimizer_steps_per_batch": statistics.fmean(r["optimizer_steps"] for r in train_records),
-        "kl_final": train_records[-1]["kl"],
-        "seconds": sum(r["step_seconds"] for r in train_records),
-    }
+    curve = [(x[r["step"]], r["eval_success_rate"]) for r in records if "eval_success_rate" in r]
+    area = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(curve, curve[1:])) / curve[-1][0]
+    turns = [s for r in steps for t, s in r["turn_stats"].items() if t != "-1"]
+    wall = json.load(open(os.path.join(folder, "wall.json"))) if os.path.exists(os.path.join(folder, "wall.json")) \
+        else {"invocations": []}
+    return {"final": curve[-1][1], "auc": area, "to_80": first_reach(curve, 0.8), "eval_curve": curve,
+            "kl_end": steps[-1]["kl"], "optimizer_steps_per_batch": statistics.fmean(r["optimizer_steps"] for r in steps),
+            # the correction M_j each turn applied, over the run's steps: the range of its per-turn mean, its largest std
+            "correction_mean_range": [min(s["correction_mean"] for s in turns), max(s["correction_mean"] for s in turns)]
+            if turns else None,
+            "correction_std_max": max(s["correction_std"] for s in turns) if turns else None,
+            "step_seconds": statistics.fmean(r["step_seconds"] for r in steps), "wall_seconds": sum(wall["invocations"])}
 
 
-def mean_std(values):
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def first_reach(curve, level):
+    """Sampled episodes at which the held-out curve first reaches `level`, linearly interpolated between the two
+    evaluations around it; None if it never does."""
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if y1 >= level:
+            return x1 if y0 >= level or y1 == y0 else x0 + (level - y0) / (y1 - y0) * (x1 - x0)
+    return 0 if curve and curve[0][1] >= level else None
 
 
-def reached(values):
-    """(median over the runs that got there, how many did)."""
-    hits = [v for v in values if v is not None]
-    return (statistics.median(hits) if hits else None), len(hits)
+# ----------------------------------------------------------------------------- statistics (scipy, rliable's recipe)
+def _interval(samples, statistic, paired=False):
+    """The 95% percentile-bootstrap interval of statistic(*samples): a fixed seed, so the report is reproducible."""
+    import numpy as np
+    from scipy.stats import bootstrap
+    if all(len(set(s)) == 1 for s in samples):  # no spread: every resample gives the same value
+        value = float(statistic(*[np.array(s) for s in samples]))
+        return [value, value]
+    result = bootstrap([np.array(s, dtype=float) for s in samples], statistic, paired=paired, vectorized=True,
+                       n_resamples=RESAMPLES, confidence_level=0.95, method="percentile",
+                       random_state=np.random.default_rng(STAT_SEED))
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
-def summarize(args, runs):
-    """{env: {lr: {method: summary over seeds}}} of finished runs."""
-    out = {}
-    for env, lr, method, seed, _ in runs:
-        out.setdefault(env, {}).setdefault(f"{lr:g}", {}).setdefault(method, []).append(
-            read_run(run_dir(args, env, lr, method, seed)))
-    for env, by_lr in out.items():
-        for lr, by_method in by_lr.items():
-            for method, seeds in by_method.items():
-                curve = {}  # the mean over seeds of the held-out curve
-                for s in seeds:
-                    for x, y in s["eval_curve"]:
-                        curve.setdefault(x, []).append(y)
-                by_method[method] = {
-                    "seeds": len(seeds),
-                    "final_success": mean_std([s["final_success"] for s in seeds]),
-                    "per_seed_final": [s["final_success"] for s in seeds],
-                    "to_50": reached([s["to_50"] for s in seeds]),
-                    "to_80": reached([s["to_80"] for s in seeds]),
-                    "collapsed": sum(s["collapsed"] for s in seeds),
-                    "optimizer_steps_per_batch": statistics.fmean(s["optimizer_steps_per_batch"] for s in seeds),
-                    "kl_final": statistics.fmean(s["kl_final"] for s in seeds),
-                    "seconds": statistics.fmean(s["seconds"] for s in seeds),
-                    "mean_curve": sorted((x, statistics.fmean(ys)) for x, ys in curve.items()),
-                }
+def _mean(x, axis=-1):
+    import numpy as np
+    return np.mean(x, axis=axis)
+
+
+def _iqm(x, axis=-1):
+    from scipy.stats import trim_mean
+    return trim_mean(x, 0.25, axis=axis)
+
+
+def _improvement(x, y, axis=-1):
+    """rliable's probability of improvement P(X > Y): over all pairs of runs, 1 where x > y, 1/2 where equal."""
+    import numpy as np
+    x, y = np.expand_dims(x, -1), np.expand_dims(y, -2)
+    return ((x > y) + 0.5 * (x == y)).mean(axis=(-1, -2))
+
+
+def method_summary(runs):
+    """Over one method's runs (seed order): each metric's per-seed values, mean and IQM with intervals."""
+    out = {"seeds": len(runs)}
+    for m in METRICS:
+        values = [r[m] for r in runs]
+        out[m] = {"per_seed": values, "mean": statistics.fmean(values), "mean_ci": _interval([values], _mean),
+                  "iqm": float(_iqm(values)), "iqm_ci": _interval([values], _iqm)}
+    reached = [r["to_80"] for r in runs if r["to_80"] is not None]
+    out["to_80"] = {"per_seed": [r["to_80"] for r in runs], "reached": len(reached),
+                    "median": statistics.median(reached) if reached else None}
+    out["kl_end"] = [statistics.fmean(r["kl_end"] for r in runs), min(r["kl_end"] for r in runs),
+                     max(r["kl_end"] for r in runs)]
+    ranges = [r["correction_mean_range"] for r in runs if r["correction_mean_range"]]
+    out["correction"] = {"mean_range": [min(a for a, _ in ranges), max(b for _, b in ranges)],
+                         "std_max": max(r["correction_std_max"] for r in runs)} if ranges else None
+    out["optimizer_steps_per_batch"] = statistics.fmean(r["optimizer_steps_per_batch"] for r in runs)
+    out["step_seconds"] = statistics.fmean(r["step_seconds"] for r in runs)
+    out["wall_seconds"] = sum(r["wall_seconds"] for r in runs)
     return out
 
 
-def _episodes(point):
-    median, n = point
-    return "-" if median is None else f"{median:.0f} ({n})"
+def pair_summary(x_runs, y_runs):
+    """X against Y on the seeds both ran: per metric the paired difference (mean, interval) and P(X > Y)."""
+    out = {"seeds": len(x_runs)}
+    for m in METRICS:
+        x, y = [r[m] for r in x_runs], [r[m] for r in y_runs]
+        diff = [a - b for a, b in zip(x, y)]
+        ci = _interval([diff], _mean)
+        out[m] = {"diff": statistics.fmean(diff), "diff_ci": ci,
+                  "p_improvement": float(_improvement(x, y)), "p_improvement_ci": _interval([x, y], _improvement),
+                  "verdict": "too few seeds" if len(diff) < MIN_SEEDS else "X > Y" if ci[0] > 0 else "X < Y"
+                  if ci[1] < 0 else "not measurable"}
+    return out
 
 
-def _row(method, m, lr=None):
-    cells = [method, *([lr] if lr is not None else []),
-             f"{m['final_success'][0]:.3f} +- {m['final_success'][1]:.3f}",
-             " ".join(f"{v:.2f}" for v in m["per_seed_final"]), _episodes(m["to_50"]), _episodes(m["to_80"]),
-             f"{m['collapsed']}/{m['seeds']}", f"{m['optimizer_steps_per_batch']:.0f}", f"{m['kl_final']:.3f}"]
-    return "| " + " | ".join(cells) + " |"
+def summarize(args):
+    """{env: {lr: {"methods": {method: summary}, "pairs": [...], "missing": [...]}}} from the runs on disk.
+    A method's row uses its finished seeds; a pair uses the seeds both finished."""
+    out = {}
+    for env in args.envs:
+        for lr in args.lrs:
+            runs, missing = {}, []
+            for method in args.methods:
+                for seed in range(args.seeds):
+                    folder = run_dir(args, env, lr, method, seed)
+                    if done(folder, args.shared["steps"]):
+                        runs.setdefault(method, {})[seed] = read_run(folder)
+                    else:
+                        missing.append(f"{method} seed {seed}")
+            if not runs:
+                continue
+            pairs = []
+            for x, y, question in PAIRS:
+                seeds = sorted(set(runs.get(x, {})) & set(runs.get(y, {})))
+                if len(seeds) >= 2:
+                    pairs.append({"x": x, "y": y, "question": question,
+                                  **pair_summary([runs[x][s] for s in seeds], [runs[y][s] for s in seeds])})
+            out.setdefault(env, {})[f"{lr:g}"] = {
+                "methods": {m: {**method_summary([r[s] for s in sorted(r)]),
+                                "mean_curve": _mean_curve([r[s]["eval_curve"] for s in sorted(r)])}
+                            for m, r in runs.items()},
+                "pairs": pairs, "missing": missing}
+    return out
 
 
-def report(args, runs, summary, best, missing, wall):
-    from eval import plot_runs
-    results = os.path.join(args.out, "results.json")
-    if args.report and os.path.exists(results):  # keep the wall time of the invocation that trained
-        wall = json.load(open(results)).get("wall_seconds", wall)
+def _mean_curve(curves):
+    points = {}
+    for curve in curves:
+        for x, y in curve:
+            points.setdefault(x, []).append(y)
+    return [[x, statistics.fmean(ys)] for x, ys in sorted(points.items())]
+
+
+# ----------------------------------------------------------------------------- the report
+def _ci(v, digits=2):
+    return f"{v['mean']:.{digits}f} [{v['mean_ci'][0]:.{digits}f}, {v['mean_ci'][1]:.{digits}f}]"
+
+
+def _pair_cell(p, m):
+    v = p[m]
+    verdict = {"X > Y": "**X > Y**", "X < Y": "**X < Y**", "not measurable": f"not measurable with {p['seeds']} seeds",
+               "too few seeds": f"{p['seeds']} seeds: too few to call"}[v["verdict"]]
+    return (f"{v['diff']:+.3f} [{v['diff_ci'][0]:+.3f}, {v['diff_ci'][1]:+.3f}] | {v['p_improvement']:.2f} "
+            f"[{v['p_improvement_ci'][0]:.2f}, {v['p_improvement_ci'][1]:.2f}] | {verdict}")
+
+
+def report_lines(args, summary):
     shared = args.shared
-    command = " ".join(["python bench/compare.py", *[a for a in sys.argv[1:] if a != "--report"]])
-    header = ("| method | held-out success | per seed | to 50% | to 80% | collapsed | opt steps | KL end |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|")
-    lines = [f"# SeeUPO vs baselines and ablations, regime `{args.regime}` (`bench/compare.py`)", "",
-             f"- command: `{command}`",
-             f"- {datetime.datetime.now():%Y-%m-%d}; {cpu_model()}, {os.cpu_count()} cores; {args.jobs} runs at a "
-             f"time, {args.threads} torch thread each; wall {wall / 60:.0f} min",
-             f"- shared setting (every method): {' '.join(f'--{k} {v}' for k, v in shared.items())}; everything else "
-             f"train.py's defaults; " + (f"the baselines add `{' '.join(args.setting['baselines'])}`"
-                                         if args.setting['baselines'] else "the baselines too"),
-             "- held-out success: at the end, on the env's test tasks, mean +- std over seeds; to 50% / 80%: sampled "
-             "episodes until a run's held-out success first reaches 0.5 / 0.8 (median over the runs that do, and "
-             "how many); collapsed: rose by >= 0.2, ended within 0.1 of the start; opt steps: optimizer steps per "
-             "batch"]
+    lines = [f"# SeeUPO vs ablations and the all-turns update, regime `{args.regime}` (`bench/compare.py`)", "",
+             f"- shared setting (every method): {' '.join(f'--{k} {v}' for k, v in shared.items())}; everything "
+             f"else train.py's defaults; " + (f"the baselines add `{' '.join(args.setting['baselines'])}`"
+                                              if args.setting["baselines"] else "the baselines too"),
+             "- paired seeds: seed s draws the same tasks and starts from the same tiny model for every method",
+             "- final: held-out success at the end (64 held-out tasks x 2 episodes); AUC: the mean held-out success "
+             "over the run (area under the curve of evaluations every "
+             f"{shared['eval_every']} steps, trapezoidal in sampled episodes); to 0.8: sampled episodes until held-out "
+             "success first reaches 0.8, interpolated (median over the runs that do, and how many)",
+             "- intervals: 95% percentile bootstrap over seeds (scipy.stats.bootstrap, 10,000 resamples, seed 0); "
+             "IQM: mean of the middle half of the runs; P(X>Y): rliable's probability of improvement over all pairs "
+             "of runs; a difference is called only where its paired interval excludes 0", ""]
     for env, by_lr in summary.items():
-        seeds = {lr: sorted({m["seeds"] for m in by_method.values()}) for lr, by_method in by_lr.items()}
-        lines += [f"- {env}, runs finished: " + "; ".join(
-            f"lr {lr}: {len(by_lr[lr])} methods x {'-'.join(map(str, n))} seeds" for lr, n in seeds.items())]
-    if missing:
-        lines += [f"- the scan is not finished at: {', '.join(missing)}; a best lr is chosen among the finished lrs"]
-    lines.append("")
-    for env, by_lr in summary.items():
-        best_lr = {method: f"{lr:g}" for (e, method), lr in best.items() if e == env}  # chosen on the scan seeds
-        lines += [f"## {env}: every method at its own best lr (chosen on seeds 0-{args.scan_seeds - 1})", "",
-                  header[0].replace("| held-out", "| lr | held-out"), header[1] + "--:|"]
-        lines += [_row(method, by_lr[lr][method], lr) for method, lr in
-                  sorted(best_lr.items(), key=lambda kv: -by_lr[kv[1]][kv[0]]["final_success"][0])]
-        lines.append("")
-        for lr, by_method in by_lr.items():
-            top = max(by_method.values(), key=lambda m: m["final_success"][0])["mean_curve"]
-            flat = f"{top[-2][1]:.2f} -> {top[-1][1]:.2f}" if len(top) > 1 else "-"
-            lines += [f"### {env}, lr {lr} (the best method's mean held-out curve, last two evaluations: {flat})", "",
-                      *header]
-            lines += [_row(method, m) for method, m in
-                      sorted(by_method.items(), key=lambda kv: -kv[1]["final_success"][0])]
-            png = os.path.join(args.out, f"compare_{env}_lr{lr}.png")
-            try:
-                groups = {}
-                for e, l, method, seed, _ in runs:
-                    if e == env and f"{l:g}" == lr:
-                        groups.setdefault(method, []).append(run_dir(args, e, l, method, seed))
-                plot_runs(groups, png)
-                lines += ["", f"![{env} lr {lr}]({os.path.basename(png)})"]
-            except SystemExit as e:  # no matplotlib: the table is still written
-                print(e)
+        for lr, s in by_lr.items():
+            ms = s["methods"]
+            wall = sum(m["wall_seconds"] for m in ms.values())
+            lines += [f"## {env}, lr {lr}", "",
+                      f"{sum(m['seeds'] for m in ms.values())} runs finished"
+                      + (f"; missing: {', '.join(s['missing'])}" if s["missing"] else "")
+                      + f"; {wall / 3600:.1f} h of run time in all ({wall / 3600 / args.jobs:.1f} h of wall at "
+                        f"{args.jobs} runs at a time)", "",
+                      "| method | seeds | final: mean [95% CI] | final: IQM | AUC: mean [95% CI] | AUC: IQM | to 0.8 "
+                      "| opt steps | KL end | s/step |",
+                      "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+            for method, m in ms.items():
+                reached = m["to_80"]
+                lines.append(f"| {method} | {m['seeds']} | {_ci(m['final'])} | {m['final']['iqm']:.2f} | {_ci(m['auc'])} "
+                             f"| {m['auc']['iqm']:.2f} | "
+                             + (f"{reached['median']:.0f} ({reached['reached']})" if reached["median"] else "- (0)")
+                             + f" | {m['optimizer_steps_per_batch']:.0f} | {m['kl_end'][0]:.3f} | {m['step_seconds']:.1f} |")
+            lines += ["", "Per seed (final held-out success, seeds in order):", ""]
+            lines += [f"- {method}: {' '.join(f'{v:.2f}' for v in m['final']['per_seed'])}" for method, m in ms.items()]
+            corrections = {k: m["correction"] for k, m in ms.items() if m["correction"]}
+            if corrections:
+                lines += ["", "The correction M_j per turn and step (the range of its mean over the turn's samples; "
+                          "its largest std): " + "; ".join(
+                              f"{k} {c['mean_range'][0]:.3f}-{c['mean_range'][1]:.3f}, std <= {c['std_max']:.3f}"
+                              for k, c in corrections.items())]
+            if s["pairs"]:
+                lines += ["", "Paired differences X - Y (seeds both finished):", "",
+                          "| X | Y | question | seeds | final: X - Y [95% CI] | P(X>Y) [CI] | reading | AUC: X - Y [95% CI] "
+                          "| P(X>Y) [CI] | reading |", "|---|---|---|--:|--:|--:|---|--:|--:|---|"]
+                lines += [f"| {p['x']} | {p['y']} | {p['question']} | {p['seeds']} | {_pair_cell(p, 'final')} | "
+                          f"{_pair_cell(p, 'auc')} |" for p in s["pairs"]]
+            for png in (f"curves_{env}_lr{lr}.png", f"pairs_{env}_lr{lr}.png"):
+                if os.path.exists(os.path.join(args.out, png)):
+                    lines += ["", f"![{png}]({png})"]
             lines.append("")
-    with open(results, "w") as f:
-        json.dump({"command": command, "wall_seconds": wall, "regime": args.regime, "shared": shared,
-                   "best_lr": {f"{env} {method}": lr for (env, method), lr in best.items()}, "scan_missing": missing,
-                   "baselines": args.setting["baselines"], "summary": summary}, f, indent=1)
+    return lines
+
+
+def plot(args, summary):
+    """Per env and lr: the curves of every method (eval.plot_runs) and the paired differences with intervals."""
+    from eval import plot_runs
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no matplotlib: no plots (pip install matplotlib==3.11.2)")
+        return
+    for env, by_lr in summary.items():
+        for lr, s in by_lr.items():
+            groups = {m: [run_dir(args, env, float(lr), m, seed) for seed in range(args.seeds)
+                          if done(run_dir(args, env, float(lr), m, seed), args.shared["steps"])] for m in s["methods"]}
+            plot_runs(groups, os.path.join(args.out, f"curves_{env}_lr{lr}.png"))
+            if not s["pairs"]:
+                continue
+            fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(s["pairs"]) + 1.5), sharey=True)
+            for ax, m in zip(axes, METRICS):
+                for k, p in enumerate(s["pairs"]):
+                    lo, hi = p[m]["diff_ci"]
+                    ax.plot([lo, hi], [k, k], color="C0" if lo > 0 or hi < 0 else "grey", lw=3)
+                    ax.plot([p[m]["diff"]], [k], "o", color="black", ms=4)
+                ax.axvline(0, color="red", lw=0.8)
+                ax.set(title=f"{env}: {m} (X - Y, 95% CI)", xlabel="paired difference")
+                ax.grid(alpha=0.3)
+            axes[0].set_yticks(range(len(s["pairs"])), [f"{p['x']} - {p['y']}" for p in s["pairs"]], fontsize=7)
+            axes[0].invert_yaxis()
+            fig.tight_layout()
+            fig.savefig(os.path.join(args.out, f"pairs_{env}_lr{lr}.png"), dpi=110)
+            plt.close(fig)
+
+
+def report(args, wall):
+    summary = summarize(args)
+    if not summary:
+        raise SystemExit(f"error: no finished runs in {args.out}; run without --report first")
+    plot(args, summary)
+    command = " ".join(["python bench/compare.py", *[a for a in sys.argv[1:] if a != "--report"]])
+    header = [f"- command: `{command}`; report written {datetime.date.today()}; runs on {cpu_model()}, "
+              f"{os.cpu_count()} cores, {args.jobs} runs at a time, {args.threads} torch thread each"
+              + (f"; this invocation trained for {wall / 60:.0f} min" if wall else "")]
+    lines = report_lines(args, summary)
+    lines[1:1] = header
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"regime": args.regime, "shared": args.shared, "envs": args.envs, "lrs": args.lrs,
+                   "methods": args.methods, "seeds": args.seeds, "summary": summary}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"written: {args.out}/results.md, results.json, compare_*.png")
+    print(f"written: {args.out}/results.md, results.json, *.png")
 
 
-def execute(args, runs, stage):
-    print(f"{stage}: {len(runs)} runs into {args.out} ({args.jobs} at a time); finished runs are kept and skipped")
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(train, args, *r) for r in runs]
-        for future in tqdm(as_completed(futures), total=len(futures), desc=stage, dynamic_ncols=True):
-            future.result()
-
-
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--regime", choices=list(REGIMES), default="authors")
-    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; seeds 0-1; lookup; the scan's "
-                   "first lr; 50 steps (at a constant lr, the first 50 steps of the full runs)")
+    p.add_argument("--quick", action="store_true", help="seeupo, gspo, gspo x T; seeds 0-1; lookup; the first lr; 50 "
+                   "steps (at a constant lr, the first 50 steps of the full runs)")
     p.add_argument("--envs", nargs="+", choices=sorted(envs.ENVS), default=list(ENVS))
-    p.add_argument("--lrs", nargs="+", type=float, help="learning rates (default: the regime's scan)")
-    p.add_argument("--methods", nargs="+", choices=list(methods(2, REGIMES["authors"])))
-    p.add_argument("--seeds", type=int, help="seeds 0..N-1 at each method's best lr (default: the regime's)")
-    p.add_argument("--scan_seeds", type=int, help="seeds 0..N-1 at every lr (default: the regime's; at most --seeds)")
-    p.add_argument("--full_grid", action="store_true", help="every seed at every lr (--scan_seeds = --seeds)")
+    p.add_argument("--lrs", nargs="+", type=float, help="learning rates (default: the regime's)")
+    p.add_argument("--methods", nargs="+", help="default: the regime's")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the regime's)")
     p.add_argument("--steps", type=int, help="override the regime's steps (a smoke test)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--report", action="store_true", help="no training: re-read the finished runs")
     p.add_argument("--out", help="default: bench/results/compare/REGIME (--quick: .../REGIME/quick)")
-    args = p.parse_args()
-    args.setting, args.override = REGIMES[args.regime], {}
-    args.lrs, args.seeds = args.lrs or args.setting["lrs"], args.seeds or args.setting["seeds"]
-    args.scan_seeds = min(args.seeds, args.scan_seeds or args.setting["scan_seeds"])
-    if args.full_grid:
-        args.scan_seeds = args.seeds
-    args.out = args.out or os.path.join(ROOT, "bench", "results", "compare", args.regime, *(["quick"] if args.quick else []))
+    args = p.parse_args(argv)
+    args.setting = REGIMES[args.regime]
+    args.lrs, args.seeds = args.lrs or list(args.setting["lrs"]), args.seeds or args.setting["seeds"]
+    args.methods = args.methods or list(args.setting["methods"])
+    args.out = args.out or os.path.join(ROOT, "bench", "results", "compare", args.regime,
+                                        *(["quick"] if args.quick else []))
+    override = {}
     if args.quick:
-        args.envs, args.lrs, args.seeds, args.scan_seeds = ["lookup"], args.lrs[:1], 2, 2
-        args.methods, args.override = args.methods or ["seeupo", "gspo", "gspo x T"], {"steps": 50}
+        args.envs, args.lrs, args.seeds, override = ["lookup"], args.lrs[:1], 2, {"steps": 50}
+        args.methods = ["seeupo", "gspo", "gspo x T"] if args.methods == list(args.setting["methods"]) else args.methods
     if args.steps:
-        args.override["steps"] = args.steps
-    args.shared = {**args.setting["shared"], **args.override}  # what every run of this invocation shares
+        override["steps"] = args.steps
+    for method in args.methods:
+        if method.removesuffix(" per-turn") not in REGIMES["16step"]["methods"]:
+            raise SystemExit(f"error: unknown method {method!r}; the methods: {', '.join(REGIMES['16step']['methods'])}"
+                             f", each also with ' per-turn' (one Adam state per turn)")
+    args.shared = {**args.setting["shared"], **override}  # what every run of this invocation shares
+    return args
+
+
+def main():
+    args = parse_args()
     start = time.time()
-    scan = plan(args, lambda *_: range(args.scan_seeds))  # every method at every lr
     if not args.report:
-        execute(args, scan, "scan")
-    best, missing = best_lrs(args, scan, partial=args.report)  # --report on an unfinished scan: what there is
-    if not args.report:
-        execute(args, plan(args, lambda env, method, lr: range(args.scan_seeds if best[env, method] == lr else
-                                                                   args.seeds, args.seeds)), "confirm")
-    # the tables show every finished run of the grid, also seeds beyond the scan at other lrs (--full_grid)
-    runs = finished(args, plan(args, lambda *_: range(args.seeds)))
-    summary = summarize(args, runs)
-    if not summary:
-        raise SystemExit(f"error: no finished runs in {args.out}; run without --report first")
-    report(args, runs, summary, best, missing, time.time() - start)
+        runs = plan(args)
+        print(f"{len(runs)} runs into {args.out} ({args.jobs} at a time); finished runs are kept and skipped")
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(train, args, *r) for r in runs]
+            for future in tqdm(as_completed(futures), total=len(futures), dynamic_ncols=True):
+                future.result()
+    report(args, 0 if args.report else time.time() - start)
 
 
 if __name__ == "__main__":

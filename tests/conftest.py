@@ -31,7 +31,7 @@ BAD_FLAGS = [
     (["--baseline_samples", "turn"], "--baseline_samples belongs to the baselines"),
     (["--max_context", "16"], "--max_context must be larger than --max_new_tokens"),
     (["--eval_every", "-1"], "--eval_every, --save_every, --show_every, --cpu_threads: >= 0"),
-    (["--qlora"], "--qlora needs a CUDA GPU"),
+    (["--algo", "gspo", "--optimizer_state", "per_turn"], "--optimizer_state per_turn belongs to --algo seeupo"),
     (["--model", "no-such/model"], "cannot load model 'no-such/model'"),
     pytest.param(["--max_context", "40"], "the first prompt has", marks=pytest.mark.slow),  # builds the tiny model
 ]

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from seeupo import (SweepConfig, TurnSample, correction_update, grae_advantages, grpo_loss, gspo_loss, kl_k3,
-                    micro_batches, sequence_log_ratio, sweep)
+from seeupo import (SweepConfig, TurnSample, clip_fractions, correction_update, grae_advantages, grpo_loss,
+                    gspo_loss, kl_k3, sequence_log_ratio, sweep, turn_order)
+from sweep_plumbing import micro_batches
 from tabular import TURNS, Tabular, mean_value, train_tabular
 
 
@@ -139,7 +140,7 @@ def test_the_authors_baselines_take_one_step_on_every_turns_samples_each_weighin
     policy = Tabular()
     samples = [TurnSample(0, 0, 1, ([0], [1])), TurnSample(0, 1, 1, ([2], [2])), TurnSample(1, 0, 1, ([0], [0]))]
     stats = sweep(policy, torch.optim.SGD(policy.parameters(), lr=1.0), samples, torch.tensor([1.0, -1.0]),
-                  SweepConfig(algo="gspo"), num_turns=2)
+                  SweepConfig(schedule="all"), num_turns=2)
     assert list(stats["turns"]) == [-1] and stats["turns"][-1]["n"] == 3 and stats["optimizer_steps"] == 1
     assert stats["turns"][-1]["loss"] == pytest.approx(-(1 + 1 - 1) / 3)  # ratio 1: -mean(A) over the 3 samples
 
@@ -195,7 +196,7 @@ def _one_step(token_budget, minibatches=1):
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
     samples = [TurnSample(j, -1, 1 + j % 2, ([0, 1 + j % 3][: 1 + j % 2], [j % 3, (j + 1) % 3][: 1 + j % 2]))
                for j in range(12)]
-    sweep(policy, optimizer, samples, torch.linspace(-1, 1, 12), SweepConfig(algo="gspo", token_budget=token_budget,
+    sweep(policy, optimizer, samples, torch.linspace(-1, 1, 12), SweepConfig(schedule="all", token_budget=token_budget,
                                                                                minibatches=minibatches))
     return policy.table.detach().clone()
 
@@ -222,3 +223,70 @@ def test_missing_turns_and_non_finite_log_probs_never_reach_the_weights():
     with pytest.warns(UserWarning, match="non-finite"):
         stats = sweep(broken, optimizer, samples, torch.tensor([1.0, -1.0]), SweepConfig(), num_turns=1)
     assert stats["skipped_steps"] == 1 and torch.equal(before, policy.table.detach())
+
+
+def _two_turn_batch():
+    """Four two-turn tabular episodes (turn 0 in row 0, turn 1 in row 1 + turn 0's action) and their advantages."""
+    samples = [TurnSample(j, 0, 1, ([0], [a1])) for j, a1 in enumerate((1, 1, 0, 2))]
+    samples += [TurnSample(j, 1, 1, ([1 + a1], [a2])) for j, (a1, a2) in enumerate([(1, 2), (1, 0), (0, 1), (2, 2)])]
+    return samples, torch.tensor([1.0, -1.0, 0.5, -0.5])
+
+
+def test_one_optimizer_per_turn_keeps_each_turns_moments_apart():
+    """--optimizer_state per_turn: turn t's AdamW sees turn t's gradients only. Each turn's loss moves only its
+    own rows of the table (turn 0: row 0; turn 1: rows 1-3), so each turn's first moment is zero on the other
+    turn's rows; one shared AdamW mixes both and counts two steps."""
+    samples, advantages = _two_turn_batch()
+    policy = Tabular()
+    per_turn = [torch.optim.AdamW(policy.parameters(), lr=0.1) for _ in range(TURNS)]
+    stats = sweep(policy, per_turn, samples, advantages, SweepConfig(), num_turns=TURNS)
+    moments = [opt.state[policy.table] for opt in per_turn]
+    assert [m["step"].item() for m in moments] == [1, 1] and stats["optimizer_steps"] == 2
+    assert moments[0]["exp_avg"][1:].abs().sum() == 0 and moments[0]["exp_avg"][0].abs().sum() > 0
+    assert moments[1]["exp_avg"][0].abs().sum() == 0 and moments[1]["exp_avg"][1:].abs().sum() > 0
+    shared_policy = Tabular()
+    shared = torch.optim.AdamW(shared_policy.parameters(), lr=0.1)
+    sweep(shared_policy, shared, samples, advantages, SweepConfig(), num_turns=TURNS)
+    state = shared.state[shared_policy.table]
+    assert state["step"].item() == 2 and (state["exp_avg"][0] != 0).any() and (state["exp_avg"][1:] != 0).any()
+    # shared: turn 0's step moves turn 1's rows again (their momentum), and its own row by less (bias correction
+    # at Adam's second step); per turn: each row moves once, by its own turn's first step
+    assert not torch.allclose(policy.table[1:], shared_policy.table[1:])
+    assert not torch.allclose(policy.table[0], shared_policy.table[0])
+
+
+def test_a_turn_beyond_num_turns_is_refused_not_silently_skipped():
+    samples, advantages = _two_turn_batch()
+    policy = Tabular()
+    with pytest.raises(AssertionError, match=r"turns 0..0 \(num_turns=1\)"):
+        sweep(policy, torch.optim.SGD(policy.parameters(), lr=0.1), samples, advantages, SweepConfig(), num_turns=1)
+
+
+def test_the_random_order_comes_from_the_step_seed_alone():
+    """Every process must update the turns in the same order: the order may depend on the step seed, never on a
+    global generator that the processes do not share."""
+    import random
+    orders = set()
+    for step_seed in range(40):
+        random.seed(1), torch.manual_seed(1)
+        order = turn_order("random", 4, step_seed)
+        random.seed(2), torch.manual_seed(2)  # another process's global generators
+        assert turn_order("random", 4, step_seed) == order and sorted(order) == [0, 1, 2, 3]
+        orders.add(tuple(order))
+    assert len(orders) > 10, "the order does not change with the step seed"
+    assert turn_order("reverse", 4, 0) == [3, 2, 1, 0] and turn_order("sequential", 4, 0) == [0, 1, 2, 3]
+
+
+def test_clip_fractions_count_where_the_clip_took_the_gradient_away_by_hand():
+    """TRL's clip_ratio/low and /high: below 1 - eps with A < 0, above 1 + eps with A > 0; gspo per sample (its
+    sequence ratio), grpo per token; reinforce has none."""
+    logp = torch.tensor([[0.5, -0.5], [0.3, 0.3], [0.3, 0.3], [-0.3, 0.0]])
+    old, mask = torch.zeros(4, 2), torch.tensor([[True, True], [True, True], [True, False], [True, True]])
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    # sequence ratios: exp(0) = 1, exp(0.3) = 1.35, exp(0.3) = 1.35, exp(-0.15) = 0.86
+    low, high = clip_fractions("gspo", logp, old, mask, adv, 0.2, 0.2)
+    assert low.tolist() == [0, 0, 0, 0] and high.tolist() == [0, 1, 0, 0]  # sample 3: above, but A < 0: its gradient stays
+    # token ratios: e^0.5 (A > 0: high), e^-0.5; e^0.3 twice (high); e^0.3 (A < 0: not clipped); e^-0.3 (low), 1
+    low, high = clip_fractions("grpo", logp, old, mask, adv, 0.2, 0.2)
+    assert low.tolist() == [0, 0, 0, 0.5] and high.tolist() == [0.5, 1, 0, 0]
+    assert clip_fractions("reinforce", logp, old, mask, adv, 0.2, 0.2) is None

@@ -27,7 +27,8 @@ def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path):
 
     from peft import PeftModel
     from rollout import load_policy
-    base = load_policy("tiny").model.get_base_model()
+    from tiny import build_tiny
+    base = load_policy(build_tiny(0)).model.get_base_model()
     PeftModel.from_pretrained(base, os.path.join(out, "adapter"))  # loads with the library's own loader
 
     again = run_train("--steps", "2", "--out", out, *SMALL, check=False)

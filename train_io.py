@@ -1,0 +1,206 @@
+"""What train.py reads and writes around its loop: flags and config files in, the run folder out.
+
+  parse_args(Args, argv)  the flags, after those of a YAML or JSON config file (`train.py FILE [flags]` or
+                          `--config FILE`, TRL's spelling): typed flags override the file's, argparse checks
+                          both alike; an unknown flag names the right one (TRL's names, close matches); rules
+                          that span flags end in one line naming the fix
+  Run(accelerator, out)   the run folder: metrics.jsonl and samples.jsonl (appended; --report_to mirrors the
+                          metrics to Accelerate's tracker), the checkpoint (replaced atomically), rewinding the
+                          lines a killed run wrote after its last checkpoint
+  check_resume(args)      --resume continues a run with the flags it was started with, or stops in one line
+
+How it connects: train.py holds Args (the whole configuration) and the loop; nothing else imports this file.
+"""
+
+import argparse
+import difflib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, fields
+
+import yaml
+from transformers import HfArgumentParser
+
+# the tracker packages that --report_to needs (tensorboard is in requirements.txt)
+TRACKERS = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
+# TRL's names (GRPOConfig, ModelConfig) of flags that have another name here: an unknown flag names ours
+TRL_NAMES = {"learning_rate": "lr", "max_steps": "steps", "output_dir": "out", "num_generations": "group_size",
+             "beta": "kl_coef", "epsilon": "clip_low", "epsilon_high": "clip_high", "num_iterations": "ppo_epochs",
+             "max_completion_length": "max_new_tokens", "model_name_or_path": "model", "load_in_4bit": "qlora",
+             "eval_steps": "eval_every", "save_steps": "save_every", "resume_from_checkpoint": "resume",
+             "loss_type": "loss"}
+CONFIG_FILES = (".yaml", ".yml", ".json")
+# what --resume may change: where and how the run reports and how long it goes on, never what it trains
+RESUME_MAY_CHANGE = {"steps", "out", "resume", "cpu_threads", "report_to", "eval_every", "save_every", "show_every",
+                     "plot"}
+
+
+def unknown(name, Args):
+    """The one line for a flag (or a config file's key) that Args does not have."""
+    if name in TRL_NAMES:
+        return f"unknown flag --{name}: TRL's name; here it is --{TRL_NAMES[name]}"
+    close = difflib.get_close_matches(name, [f.name for f in fields(Args)], n=1)
+    return f"unknown flag --{name}" + (f"; did you mean --{close[0]}?" if close else " (train.py --help lists them)")
+
+
+def config_flags(path, Args):
+    """A YAML or JSON file of {flag: value} (Args' names, as args.json holds them) as the command-line flags
+    that say the same, so that argparse checks its values as it checks typed flags (types, choices, booleans;
+    YAML reads 1e-5 as a string, argparse as the float)."""
+    try:
+        with open(path) as f:
+            values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise SystemExit(f"error: cannot read {path}: {' '.join(str(e).split())}")
+    if not isinstance(values, dict | None):
+        raise SystemExit(f"error: {path} must hold flag: value pairs")
+    flags, names = [], {f.name for f in fields(Args)}
+    for key, value in (values or {}).items():
+        if key not in names:
+            raise SystemExit(f"error: {path}: {unknown(key, Args)}")
+        if value is None:
+            raise SystemExit(f"error: {path}: {key} has no value")
+        flags.append(f"--{key}={value}")
+    return flags
+
+
+def parse_args(Args, argv=None):
+    """The flags, after those of a config file: `train.py FILE [flags]` or `train.py [flags] --config FILE`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    config.add_argument("--config")
+    file, argv = config.parse_known_args(argv)
+    if file.config is None and argv and argv[0].endswith(CONFIG_FILES):
+        file.config, argv = argv[0], argv[1:]
+    flags = config_flags(file.config, Args) if file.config else []
+    parser = HfArgumentParser(Args, description="Flags may follow a YAML or JSON file of them (train.py FILE [flags], "
+                                                "or --config FILE): the typed flags override the file's values.")
+    args, rest = parser.parse_args_into_dataclasses(flags + argv, return_remaining_strings=True)
+    if rest:
+        raise SystemExit(f"error: {unknown(rest[0].split('=')[0].lstrip('-'), Args)}" if rest[0].startswith("--")
+                         else f"error: unexpected argument {rest[0]!r} (a config file goes first)")
+    sweep = args.algo == "seeupo"
+    problems = [
+        args.group_size < 2 and "--group_size must be >= 2: a lone episode has no group to be relative to",
+        args.steps < 1 and "--steps must be >= 1",
+        min(args.eval_every, args.save_every, args.show_every, args.cpu_threads) < 0
+        and "--eval_every, --save_every, --show_every, --cpu_threads: >= 0",
+        args.tasks_per_step < 1 and "--tasks_per_step must be >= 1",
+        args.max_new_tokens >= args.max_context and "--max_context must be larger than --max_new_tokens",
+        (args.minibatches < 1 or args.ppo_epochs < 1) and "--minibatches and --ppo_epochs must be >= 1",
+        not sweep and (args.order != "reverse" or not args.correction)
+        and "--order and --no-correction belong to --algo seeupo",
+        not sweep and args.optimizer_state != "shared"
+        and "--optimizer_state per_turn belongs to --algo seeupo (the all-turns baselines have one update a step)",
+        sweep and args.baseline_samples != "episode"
+        and "--baseline_samples belongs to the baselines (--algo grpo, gspo or reinforce)",
+        args.plot and not importlib.util.find_spec("matplotlib") and "--plot needs: pip install matplotlib==3.11.2",
+        args.report_to != "none" and not importlib.util.find_spec(args.report_to)
+        and f"--report_to {args.report_to} needs: pip install {TRACKERS[args.report_to]}",
+    ]
+    for problem in problems:
+        if problem:
+            raise SystemExit(f"error: {problem}")
+    return args
+
+
+def numbers(record, prefix=""):
+    """A metrics line as the flat {name: number} that trackers take: turn_stats {"0": {"kl": ..}} -> turn_stats/0/kl."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(numbers(value, f"{prefix}{key}/"))
+        elif isinstance(value, int | float) and key != "step":  # the step is the x axis
+            out[prefix + key] = value
+    return out
+
+
+class Run:
+    """The files of --out: metrics.jsonl and samples.jsonl (appended), the checkpoint (replaced atomically)."""
+
+    def __init__(self, accelerator, out):
+        self.accelerator, self.out = accelerator, out
+        self.metrics = os.path.join(out, "metrics.jsonl")
+        self.samples = os.path.join(out, "samples.jsonl")
+        self.checkpoint = os.path.join(out, "checkpoint")
+
+    def log(self, record, path=None):
+        if self.accelerator.is_main_process:
+            with open(path or self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if path is None:  # a metrics line: its numbers to the --report_to tracker too (none: nothing)
+                self.accelerator.log(numbers(record), step=record["step"])
+
+    def start(self, args, checkpoint, progress):
+        """A new run empties its files; a resumed one drops what was written after its checkpoint. Either way
+        args.json records the flags (a resumed run's new --steps too): a copy of it starts the run again."""
+        if checkpoint:
+            self.rewind(progress["step"])
+        elif self.accelerator.is_main_process:
+            open(self.metrics, "w").close()
+            open(self.samples, "w").close()
+        if self.accelerator.is_main_process:
+            with open(os.path.join(self.out, "args.json"), "w") as f:
+                json.dump({**asdict(args), "resume": False}, f, indent=1)
+
+    def save(self, policy, state):
+        """Write the checkpoint to a new folder, then swap it in with renames: a crash while saving leaves
+        the previous checkpoint whole (and latest() also accepts checkpoint.old if it died mid-swap)."""
+        acc, tmp, old = self.accelerator, self.checkpoint + ".tmp", self.checkpoint + ".old"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(tmp)  # registered optimizer and progress state, and every rank's RNG state
+        if acc.is_main_process:
+            policy.model.save_pretrained(os.path.join(tmp, "adapter"))
+            with open(os.path.join(tmp, "progress.json"), "w") as f:
+                json.dump(state, f)
+            if os.path.exists(self.checkpoint):
+                os.replace(self.checkpoint, old)
+            os.replace(tmp, self.checkpoint)
+            shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def latest(self):
+        for path in (self.checkpoint, self.checkpoint + ".old"):
+            if os.path.exists(os.path.join(path, "progress.json")):
+                return path
+        return None
+
+    def rewind(self, step):
+        """Keep the lines up to the checkpoint's step (drop what a killed run wrote after it)."""
+        for path in (self.metrics, self.samples):
+            if not self.accelerator.is_main_process or not os.path.exists(path):
+                continue
+            kept = []
+            for line in open(path):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by the kill
+                if record["step"] <= step:
+                    kept.append(json.dumps(record) + "\n")
+            with open(path + ".tmp", "w") as f:
+                f.writelines(kept)
+            os.replace(path + ".tmp", path)
+
+
+def check_resume(args):
+    """--resume continues the run in --out with the flags it was started with: a changed lr, env, algorithm, ...
+    would make one run of two settings, so it is refused in one line. --steps may change (at a constant lr the
+    result is exactly a run of the new length: a step's draws depend on the seed and step alone). Returns a note
+    for a changed --steps under a decaying lr schedule."""
+    path = os.path.join(args.out, "args.json")
+    held = json.load(open(path)) if os.path.exists(path) else {}
+    changed = [k for k, v in asdict(args).items() if held.get(k, v) != v and k not in RESUME_MAY_CHANGE]
+    if changed:
+        k = changed[0]
+        raise SystemExit(f"error: {args.out} was run with --{k} {held[k]} (now {getattr(args, k)}); --resume keeps "
+                         f"a run's flags: train.py {path} --resume, or choose another --out")
+    if held.get("steps", args.steps) != args.steps and args.lr_scheduler_type != "constant":
+        return (f"note: --steps {held['steps']} -> {args.steps}: the {args.lr_scheduler_type} lr schedule is laid "
+                f"over the new length from here on (at --lr_scheduler_type constant a longer run is exact)")
+    return None
