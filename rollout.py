@@ -42,6 +42,7 @@ from seeupo import TurnSample
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing_enable.*is deprecated")  # peft's kbit prep
 transformers.utils.logging.disable_progress_bar()
 
 END_OF_TURN = "<|im_end|>"
@@ -96,6 +97,9 @@ def load_policy(path, seed=0, adapter=None, lora_r=16, lora_alpha=32, lora_dropo
         from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        for module in model.modules():  # bitsandbytes' CPU backend multiplies in bf16 in eval mode without a
+            if hasattr(module, "support_avx512bf16_for_cpu"):  # gradient (sampling), in fp32 when training:
+                module.support_avx512bf16_for_cpu = False  # log-probs 2.5e-4 apart. One path: sampled = trained
     elif gradient_checkpointing:
         # use_reentrant=False, or no gradient reaches the adapter when the inputs need none
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

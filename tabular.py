@@ -23,9 +23,11 @@ still. At a small step the columns coincide (the correction acts at second order
 one every per-turn order gets there and only the speed differs. Watch it:
 
     python tabular.py --lr 0.5 1.0 [--steps 50] [--every 5] [--seed 0]
+    python tabular.py --lr 0.5 --seeds 8          # the mean over seeds 0-7 after 50 steps, every method
 
 prints, step by step and for each method, turn 1's probability of the rarely visited branch 1, turn 2's
-probability of the one action that pays there, and the policy's expected reward.
+probability of the one action that pays there, and the policy's expected reward (or, with --seeds, the mean
+expected reward at the end).
 
 How it connects: `Tabular` is a softmax policy that implements seeupo.sweep()'s logprob_fn in a dozen lines;
 `train_tabular` trains it with seeupo.grae_advantages() and seeupo.sweep(), as train.py trains an LLM.
@@ -146,6 +148,16 @@ def _snapshot(policy):
     return float(p[0, 1]), float(p[2, 2]), policy.value()
 
 
+def means(lrs, steps, seeds):
+    """The expected reward after `steps`, averaged over seeds 0..seeds-1, for every method and lr."""
+    print(f"expected reward after {steps} steps, mean over seeds 0-{seeds - 1} (safe branch 0.5, optimum 1.0)")
+    print("lr   | " + " | ".join(f"{name:^20}" for name in METHODS))
+    for lr in lrs:
+        cells = [mean_value(seeds=range(seeds), lr=lr * lr_times, steps=steps, **kwargs)
+                 for lr_times, kwargs in METHODS.values()]
+        print(f"{lr:<4g} | " + " | ".join(f"{v:^20.3f}" for v in cells))
+
+
 if __name__ == "__main__":
     import argparse
     parser = argparse.ArgumentParser(description="the tabular two-turn problem, step by step, under each update method")
@@ -153,5 +165,7 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--every", type=int, default=5, help="print every N steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=0, help="instead of one seed step by step: the mean final value "
+                        "over seeds 0..N-1 (tests/test_seeupo.py's numbers: --seeds 8 --lr 0.5)")
     a = parser.parse_args()
-    watch(a.lr, a.steps, a.every, a.seed)
+    means(a.lr, a.steps, a.seeds) if a.seeds else watch(a.lr, a.steps, a.every, a.seed)

@@ -451,9 +451,11 @@ def parse_args(argv=None):
     if args.steps:
         override["steps"] = args.steps
     for method in args.methods:
-        if method.removesuffix(" per-turn") not in REGIMES["16step"]["methods"]:
-            raise SystemExit(f"error: unknown method {method!r}; the methods: {', '.join(REGIMES['16step']['methods'])}"
-                             f", each also with ' per-turn' (one Adam state per turn)")
+        try:
+            method_flags(method, 2, args.setting)
+        except KeyError:
+            raise SystemExit(f"error: unknown method {method!r}: method_flags() lists them (each also with "
+                             f"' per-turn': one Adam state per turn)")
     args.shared = {**args.setting["shared"], **override}  # what every run of this invocation shares
     return args
 

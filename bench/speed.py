@@ -3,6 +3,8 @@
     python bench/speed.py                  # the tiny model on the CPU; writes bench/results/speed.md
     python bench/speed.py --device cuda --config qwen2.5-0.5b --bf16 --gradient_checkpointing
     python bench/speed.py --device cuda --model Qwen/Qwen3-0.6B --qlora     # any model load_policy() takes
+    python bench/speed.py --config qwen2.5-0.5b --skip rollout budget --tasks 2 --group 4 --turns 2 \
+        --steps_per_turn 1 --batch_sizes 1 4 16 [--qlora]                      # a real-size shape on a CPU
 
 Everything runs in ONE process, on the same model, tasks and batch, side by side:
 
@@ -10,10 +12,18 @@ Everything runs in ONE process, on the same model, tasks and batch, side by side
            generate() call per turn, vs. each episode played on its own (rollout() on one task with group
            1, G times per task: the naive way), vs. the batched rollout chunked by Sampling.batch_size
            (train.py --gen_batch_size). Episodes/s and generated tokens/s.
+  sizes    generated tokens/s of one generate() call at each --batch_sizes (the decode speed of the shape)
+  merge    the batched rollout with the LoRA adapter merged into the base weights (peft's merge_adapter, then
+           unmerge_adapter) against the unmerged one; and whether unmerging restores the base bit for bit
+           (never on a 4-bit base: skipped with --qlora)
   update   on episodes with exactly T turns (a benchmark-only environment, `echo`, played by a scripted
            policy), seeupo.sweep() on per-turn samples (turn t's forward on the prefix up to the end of
-           turn t) vs. one all-turns GSPO update on whole-episode samples, the same SweepConfig for both.
+           turn t) vs. one all-turns GSPO update on whole-episode samples, the same SweepConfig for both, at
+           each --steps_per_turn (1: one optimizer step per turn, the authors'; 16: 4 epochs x 4 minibatches,
+           the default). The sweep twice: as it runs (no-grad log-probs remembered for the weights they were
+           computed with, rollout.Policy.turn_logprobs) and with every no-grad pass run afresh (as before).
   budget   the same update at two --token_budget values: the budget bounds each micro-batch.
+The model's load time and the process's peak resident memory (RSS) are reported too.
 
 Tokens are COUNTED, not computed from formulas: a forward pre-hook on the transformer's decoder stack
 sees every forward pass and adds up the tokens in it, padded (the tensor's size) and real (attention
@@ -46,6 +56,11 @@ import rollout  # noqa: E402
 import seeupo  # noqa: E402
 from random_init import CONFIGS, save_random_init  # noqa: E402
 from rollout import Sampling, ScriptedPolicy, turn_samples  # noqa: E402
+from tiny import build_tiny  # noqa: E402
+
+
+PARTS = ["rollout", "sizes", "merge", "update", "budget"]
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -56,19 +71,23 @@ def parse_args():
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bfloat16 base weights, as train.py --bf16")
     p.add_argument("--gradient_checkpointing", action="store_true")
-    p.add_argument("--qlora", action="store_true", help="4-bit NF4 base via bitsandbytes (CUDA)")
+    p.add_argument("--qlora", action="store_true", help="4-bit NF4 base via bitsandbytes (CUDA or CPU)")
     p.add_argument("--env", default="lookup", help="the rollout's environment")
     p.add_argument("--tasks", type=int, default=8)
     p.add_argument("--group", type=int, default=8, help="G: episodes per task")
     p.add_argument("--max_new_tokens", type=int, default=16)
     p.add_argument("--gen_batch_size", type=int, default=16, help="the chunked rollout's Sampling.batch_size")
     p.add_argument("--turns", type=int, nargs="+", default=[1, 2, 4, 8], help="T of the update benchmark")
+    p.add_argument("--steps_per_turn", type=int, nargs="+", default=[1, 16], choices=[1, 16],
+                   help="optimizer steps per turn of the update benchmark: 1 (1 x 1) or 16 (4 epochs x 4 minibatches)")
+    p.add_argument("--kl_coef", type=float, default=0.0, help="the update's KL weight (0: no reference forward)")
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4, 16, 64], help="the sizes part's batches")
     p.add_argument("--action_tokens", type=int, default=12, help="tokens per scripted turn (end-of-turn included)")
     p.add_argument("--token_budget", type=int, default=seeupo.SweepConfig.token_budget)
     p.add_argument("--small_budget", type=int, default=1024, help="the second --token_budget of the budget table")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no_memory", action="store_true", help="skip the (slow, on CPU) memory passes")
-    p.add_argument("--skip", nargs="*", default=[], choices=["rollout", "update", "budget"])
+    p.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "speed.md"))
     args = p.parse_args()
@@ -168,6 +187,12 @@ def others_cpu(start, end):
     return max((end[1] - start[1]) - (end[2] - start[2]), 0.0) / (end[0] - start[0])
 
 
+def peak_rss():
+    """The process's peak resident memory so far, in bytes (Linux reports it in KiB)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def mib(n):
     return f"{n / 2**20:.1f} MiB" if n is not None else "-"
 
@@ -214,7 +239,7 @@ def bench_rollout(policy, counter, args, out):
             rows[name]["memory"] = peak_memory(fn, policy.device)
     naive = rows["one episode at a time"]
     out += [f"## Rollout: {args.tasks} `{args.env}` tasks x G={args.group} = {args.tasks * args.group} episodes, "
-            f"max_new_tokens {args.max_new_tokens}, temperature 1", "",
+            f"max_new_tokens {args.max_new_tokens}, temperature {policy.temperature:g}", "",
             "| variant | generate calls | time | episodes/s | generated tokens/s | speed-up | turns played | "
             "generated tokens | prefill tokens real / padded | decode-step tokens real / padded | peak memory |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
@@ -228,6 +253,57 @@ def bench_rollout(policy, counter, args, out):
     out += ["", "Speed-up: episodes/s over the one-episode-at-a-time rollout. Prefill: each turn's generate() call "
             "first reads the whole context so far (no KV cache is kept across turns). Decode-step tokens: one per "
             "row and step; a row that has ended keeps feeding padding until the longest row of its call ends.", ""]
+
+
+def bench_sizes(policy, counter, args, out):
+    """Generated tokens/s of one generate() call of --max_new_tokens at each batch size (rows never end early
+    on a random-init model; on the tiny model they may)."""
+    prompt = rollout.render_prompt(policy.tokenizer, envs.make_env(args.env).reset(envs.ENVS[args.env].tasks("train")[0]))
+    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    variants = {size: (lambda size=size: policy.generate([prompt] * size, sampling)) for size in args.batch_sizes}
+    variants[args.batch_sizes[0]]()  # warm-up
+    out += [f"## Decoding speed: one generate() call, a {len(prompt)}-token prompt, {args.max_new_tokens} new tokens",
+            "", "| batch | time | generated tokens/s | ms per decode step |", "|--:|--:|--:|--:|"]
+    for size, (turns, seconds) in measure(variants, args, policy.device).items():
+        tokens = sum(len(ids) for ids, _, _ in turns)
+        steps = max(len(ids) for ids, _, _ in turns)
+        out.append(f"| {size} | {seconds:.2f} s | {tokens / seconds:.0f} | {1000 * seconds / steps:.0f} |")
+    out.append("")
+
+
+def bench_merge(policy, counter, args, out):
+    """The batched rollout with the adapter merged into the base (merge_adapter / unmerge_adapter around it)."""
+    if args.qlora:
+        out += ["## Merged adapter: skipped (never on a 4-bit base: merging would dequantize and requantize it)", ""]
+        return
+    tasks = envs.ENVS[args.env].tasks("train")[: args.tasks]
+    env_factory = functools.partial(envs.make_env, args.env)
+    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    with torch.no_grad():  # a trained adapter is not zero (a new one's B is): merging must move the weights
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01, generator=torch.Generator().manual_seed(args.seed))
+    base = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "base_layer" in n}
+
+    def merged():
+        policy.model.merge_adapter()
+        try:
+            return rollout.rollout(policy, env_factory, tasks, args.group, sampling)
+        finally:
+            policy.model.unmerge_adapter()
+
+    variants = {"adapter kept apart (as train.py does)": lambda: rollout.rollout(policy, env_factory, tasks, args.group,
+                                                                               sampling),
+                "adapter merged for the rollout": merged}
+    results = measure(variants, args, policy.device)
+    drift = max((p.detach() - base[n]).abs().max().item() for n, p in policy.model.named_parameters() if n in base)
+    out += [f"## Merged adapter: the batched rollout of {args.tasks} x {args.group} episodes", "",
+            "| variant | time | generated tokens/s |", "|---|--:|--:|"]
+    for name, (episodes, seconds) in results.items():
+        generated = sum(end - start for e in episodes for start, end in e.turn_spans)
+        out.append(f"| {name} | {seconds:.2f} s | {generated / seconds:.0f} |")
+    out += ["", f"After {2 * args.repeats} merges and unmerges the base weights differ from the loaded ones by up to "
+            f"{drift:.1e} (0 would be bit for bit).", ""]
 
 
 # ----------------------------------------------------------------------------- update
@@ -294,9 +370,15 @@ def counted_logprob_fn(policy, counter):
     return logprob_fn
 
 
-def sweep_fn(policy, counter, samples, advantages, cfg, turns):
+def sweep_fn(policy, counter, samples, advantages, cfg, turns, afresh=False):
+    """One sweep on a fresh optimizer; afresh: every no-grad pass recomputed (nothing remembered), as before."""
     params = [p for p in policy.model.parameters() if p.requires_grad]
-    logprob_fn = counted_logprob_fn(policy, counter)
+    counted = counted_logprob_fn(policy, counter)
+
+    def logprob_fn(samples, reference=False):
+        if afresh:
+            policy.forget()
+        return counted(samples, reference)
 
     def run():
         optimizer = torch.optim.AdamW(params, lr=1e-6)  # tiny steps: the weights barely move between runs
@@ -305,14 +387,17 @@ def sweep_fn(policy, counter, samples, advantages, cfg, turns):
     return run
 
 
-def update_runs(policy, counter, turns, budget, args):
-    """{algo: row} for seeupo (per-turn samples) and gspo (whole episodes) on the same batch of T-turn episodes,
-    and the batch's token totals: whole episodes and the sum over turns of the turn prefixes."""
+def update_runs(policy, counter, turns, budget, args, steps_per_turn=1):
+    """{variant: row} for seeupo (per-turn samples; as it runs, and with every no-grad pass afresh) and gspo (whole
+    episodes) on the same batch of T-turn episodes, and the batch's token totals: whole episodes and the sum over
+    turns of the turn prefixes."""
     episodes, advantages = scripted_episodes(policy, turns, args)
-    cfg = seeupo.SweepConfig(ppo_epochs=1, minibatches=1, token_budget=budget)  # kl_coef 0: no reference forward
-    fns = {"seeupo": sweep_fn(policy, counter, turn_samples(episodes), advantages, cfg, turns),
-           "gspo": sweep_fn(policy, counter, turn_samples(episodes, whole_episode=True), advantages,
-                            replace(cfg, algo="gspo"), turns)}
+    epochs = 1 if steps_per_turn == 1 else 4
+    cfg = seeupo.SweepConfig(ppo_epochs=epochs, minibatches=epochs, token_budget=budget, kl_coef=args.kl_coef)
+    per_turn, whole = turn_samples(episodes), turn_samples(episodes, whole_episode=True)
+    fns = {"seeupo": sweep_fn(policy, counter, per_turn, advantages, cfg, turns),
+           "seeupo afresh": sweep_fn(policy, counter, per_turn, advantages, cfg, turns, afresh=True),
+           "gspo": sweep_fn(policy, counter, whole, advantages, replace(cfg, **seeupo.preset("gspo")), turns)}
     rows = {}
     for algo, fn in fns.items():
         stats, counts = counter.count(fn)
@@ -322,8 +407,8 @@ def update_runs(policy, counter, turns, budget, args):
     if not args.no_memory:
         for algo, fn in fns.items():
             rows[algo]["memory"] = peak_memory(fn, policy.device)
-    batch = dict(episode=sum(e.turn_spans[-1][1] for e in episodes),
-                 prefixes=sum(end for e in episodes for _, end in e.turn_spans))
+    batch = dict(episode=epochs * sum(e.turn_spans[-1][1] for e in episodes),  # every epoch passes over all
+                 prefixes=epochs * sum(end for e in episodes for _, end in e.turn_spans))
     return rows, batch
 
 
@@ -335,37 +420,40 @@ def count(row, *kinds, kind="real", turns=None):
 
 
 def bench_update(policy, counter, args, out):
-    out += ["## Update: SeeUPO sweep (per-turn samples) vs one all-turns GSPO update (whole episodes)", "",
-            f"{args.tasks} tasks x G={args.group} = {args.tasks * args.group} scripted episodes of exactly T turns "
-            f"(`echo` env, {args.action_tokens} tokens per turn), the same batch for both; "
-            f"SweepConfig(ppo_epochs=1, minibatches=1, token_budget={args.token_budget}, kl_coef=0). "
-            "Tokens: real (unpadded) tokens counted in the forward passes over the batch, padded ones in brackets.",
-            "", "| T | batch tokens (whole episodes) | T x batch tokens | fwd+bwd tokens SeeUPO | fwd+bwd GSPO | "
-            "ratio | no-grad tokens SeeUPO (old + new) | no-grad GSPO (old + new) | ratio | time SeeUPO | time GSPO | "
-            "**time ratio** | optimizer steps SeeUPO / GSPO | peak memory SeeUPO / GSPO |",
-            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    repeats = []
-    for turns in args.turns:
-        rows, batch = update_runs(policy, counter, turns, args.token_budget, args)
-        s, g = rows["seeupo"], rows["gspo"]
-        grad, pad = [count(r, "fwd+bwd") for r in (s, g)], [count(r, "fwd+bwd", kind="padded") for r in (s, g)]
-        assert grad == [batch["prefixes"], batch["episode"]], (grad, batch)  # turn t: its prefix, no more
-        nograd = [(count(r, "old"), count(r, "new")) for r in (s, g)]
-        out.append(f"| {turns} | {batch['episode']} | {turns * batch['episode']} | {grad[0]} ({pad[0]}) | "
-                   f"{grad[1]} ({pad[1]}) | {grad[0] / grad[1]:.2f} | {nograd[0][0]} + {nograd[0][1]} | "
-                   f"{nograd[1][0]} + {nograd[1][1]} | {sum(nograd[0]) / sum(nograd[1]):.2f} | {s['seconds']:.2f} s | "
-                   f"{g['seconds']:.2f} s | **{s['seconds'] / g['seconds']:.2f}** | {s['steps']} / {g['steps']} | "
-                   f"{mib(s.get('memory'))} / {mib(g.get('memory'))} |")
-        repeats.append(f"T={turns}: {count(s, 'old', turns=range(turns - 1))} of {sum(nograd[0])}")
-    out += ["", "SeeUPO's turn t runs forward and backward on the prefix up to the end of turn t only: its fwd+bwd "
-            "tokens equal the sum over turns of the prefix lengths (asserted), never T x the episode. Around each "
-            "turn's optimizer step it runs two no-grad forwards on the same prefixes: `old` (the current weights, "
-            "the later turns already updated) and `new` (for the correction M). GSPO runs one old, one fwd+bwd and "
-            "one new forward on the whole episode. The peak memory is the same: SeeUPO's last turn is the whole "
-            "episode.", "",
-            "Recomputed no-grad tokens: in reverse order, turn t's `old` forward runs under the same weights as "
-            "turn t+1's `new` forward, on a prefix of its sequences (causal attention: the same log-probs); tokens "
-            "of such `old` forwards, of all SeeUPO no-grad tokens: " + "; ".join(repeats) + ".", ""]
+    for steps in args.steps_per_turn:
+        epochs = 1 if steps == 1 else 4
+        out += [f"## Update, {steps} optimizer step(s) per turn: the SeeUPO sweep (per-turn samples) vs one all-turns "
+                "GSPO update (whole episodes)", "",
+                f"{args.tasks} tasks x G={args.group} = {args.tasks * args.group} scripted episodes of exactly T turns "
+                f"(`echo` env, {args.action_tokens} tokens per turn), the same batch for all; SweepConfig(ppo_epochs="
+                f"{epochs}, minibatches={epochs}, token_budget={args.token_budget}, kl_coef={args.kl_coef:g}). Tokens: "
+                "real (unpadded) tokens in the forward passes. SeeUPO as it runs (no-grad log-probs remembered for the "
+                "weights they were computed with) and afresh (every no-grad pass recomputed, as before).", "",
+                "| T | fwd+bwd tokens SeeUPO / GSPO | no-grad tokens SeeUPO / afresh / GSPO | no-grad passes SeeUPO / "
+                "afresh | time SeeUPO | time afresh | time GSPO | **time ratio SeeUPO / GSPO** | ratio afresh / GSPO | "
+                "optimizer steps SeeUPO / GSPO | peak memory SeeUPO / GSPO |",
+                "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for turns in args.turns:
+            rows, batch = update_runs(policy, counter, turns, args.token_budget, args, steps)
+            s, a, g = rows["seeupo"], rows["seeupo afresh"], rows["gspo"]
+            grad = [count(r, "fwd+bwd") for r in (s, g)]
+            assert grad == [batch["prefixes"], batch["episode"]], (grad, batch)  # turn t: its prefix, no more
+            nograd = [count(r, "old", "new", "ref") for r in (s, a, g)]
+            passes = [count(r, "old", "new", "ref", kind="calls") for r in (s, a)]
+            out.append(f"| {turns} | {grad[0]} / {grad[1]} | {nograd[0]} / {nograd[1]} / {nograd[2]} | {passes[0]} / "
+                       f"{passes[1]} | {s['seconds']:.2f} s | {a['seconds']:.2f} s | {g['seconds']:.2f} s | "
+                       f"**{s['seconds'] / g['seconds']:.2f}** | {a['seconds'] / g['seconds']:.2f} | "
+                       f"{s['steps']} / {g['steps']} | {mib(s.get('memory'))} / {mib(g.get('memory'))} |")
+        out.append("")
+    out += ["SeeUPO's turn t runs forward and backward on the prefix up to the end of turn t only: its fwd+bwd "
+            "tokens equal the sum over turns of the prefix lengths, per epoch (asserted), never T x the episode. "
+            "Around each turn's optimizer steps it needs `old` (the current weights, the later turns already "
+            "updated) and `new` (for the correction M) log-probs, and with a KL term the reference's. In reverse "
+            "order turn t+1's `new` and turn t's `old` are taken with the same weights, and a no-grad pass on turn "
+            "t+1's prefix scores turn t's tokens too (causal attention: the same log-probs, to rounding), so "
+            "`old` costs a pass only for the first turn updated; the reference's log-probs never change, so each "
+            "episode's cost one pass. GSPO runs one old, one fwd+bwd per step and one new forward on the whole "
+            "episode.", ""]
 
 
 def bench_budget(policy, counter, args, out):
@@ -376,6 +464,8 @@ def bench_budget(policy, counter, args, out):
     for budget in (args.token_budget, args.small_budget):
         rows, _ = update_runs(policy, counter, turns, budget, args)
         for algo, r in rows.items():
+            if algo == "seeupo afresh":
+                continue
             largest = max(c["largest"] for c in r["counts"].values())
             out.append(f"| {algo} | {budget} | {count(r, 'fwd+bwd', kind='calls')} | {largest} | "
                        f"{r['seconds']:.2f} s | {mib(r.get('memory'))} |")
@@ -394,8 +484,11 @@ def main():
         folder = os.path.join(args.config_dir, f"{args.config}-random-seed{args.seed}")
         args.model = save_random_init(args.config, folder, args.seed, args.device)
         model_name = f"{args.config} (random init, tiny tokenizer)"
-    policy = rollout.load_policy(args.model, seed=args.seed, bf16=args.bf16, qlora=args.qlora, device=args.device,
+    load_started = time.time()
+    policy = rollout.load_policy(build_tiny(args.seed) if args.model == "tiny" else args.model, seed=args.seed,
+                                 bf16=args.bf16, qlora=args.qlora, device=args.device,
                                  gradient_checkpointing=args.gradient_checkpointing)
+    load_seconds, rss_loaded = time.time() - load_started, peak_rss()
     counter = TokenCounter(policy)
     n_params = sum(p.numel() for p in policy.model.parameters())
     n_train = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
@@ -412,11 +505,14 @@ def main():
            + ("torch.cuda.max_memory_allocated above the phase's start" if policy.device.type == "cuda" else
               "peak live torch CPU tensor bytes above the phase's start, from torch.profiler(profile_memory=True) "
               "allocation events, in a separate untimed pass (weights excluded; not RSS)"),
+           f"- load: {load_seconds:.1f} s (load_policy: weights, quantization, adapter); peak resident memory of the "
+           f"process: {rss_loaded / 2**30:.2f} GiB after loading, PEAKRSS at the end",
            "- LOADAVG", ""]
     print(f"load average at the start: {load_start}")
     print("\n".join(out), flush=True)
     contention = []
-    for part, bench in (("rollout", bench_rollout), ("update", bench_update), ("budget", bench_budget)):
+    for part, bench in (("rollout", bench_rollout), ("sizes", bench_sizes), ("merge", bench_merge),
+                        ("update", bench_update), ("budget", bench_budget)):
         if part not in args.skip:
             n, start = len(out), cpu_snapshot()
             bench(policy, counter, args, out)
@@ -430,6 +526,7 @@ def main():
         f"cores kept busy by OTHER processes during each part (/proc/stat minus this process): "
         f"{', '.join(contention)}; wall {time.time() - started:.0f} s")
     print(out[i])
+    out = [line.replace("PEAKRSS", f"{peak_rss() / 2**30:.2f} GiB") for line in out]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(out) + "\n")

@@ -123,6 +123,25 @@ def test_eval_json_is_the_printed_table(tmp_path, capsys):
         assert f"{key:36}{base[key]:10.3f}{tuned[key]:10.3f}" in printed
 
 
+def test_eval_qlora_scores_a_4bit_base_and_the_adapter_of_a_qlora_run(tmp_path, monkeypatch):
+    """eval.py --qlora loads the base in 4 bits (NF4) and the adapter a --qlora run saved onto it: both columns."""
+    import bitsandbytes
+    from rollout import load_policy
+    from tiny import tiny_model, tiny_tokenizer
+    model, adapter = tmp_path / "model", tmp_path / "adapter"
+    tokenizer = tiny_tokenizer(0)
+    tiny_model(tokenizer, 0).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    load_policy(str(model), seed=0, qlora=True).model.save_pretrained(adapter)
+    loaded = []
+    monkeypatch.setattr(evaluation, "load_policy", lambda *a, **k: loaded.append(load_policy(*a, **k)) or loaded[-1])
+    table = evaluation.main(["--model", str(model), "--qlora", "--adapter", str(adapter), "--tasks", "3",
+                             "--samples", "2", "--k", "1", "--max_new_tokens", "8"])
+    layers = [m for m in loaded[0].model.modules() if isinstance(m, bitsandbytes.nn.Linear4bit)]
+    assert len(layers) == 7 * 2 and table["args"]["qlora"]  # every projection of both layers, in 4 bits
+    assert set(table["results"]["lookup"]) == {"base", "adapter"}
+
+
 @pytest.mark.slow
 def test_a_run_from_a_config_file_reports_to_tensorboard_and_repeats_from_its_args_json(tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")

@@ -1,6 +1,9 @@
-"""The toy environments: known random and optimal success rates, disjoint deterministic splits, and
-malformed actions that get a reply instead of an exception."""
+"""The toy environments: the interface every environment provides, known random and optimal success rates,
+disjoint deterministic splits, and malformed actions that get a reply instead of an exception. The tests marked
+"every environment" run on each class in envs.ENVS, a new one too (EXERCISES.md, exercise 4)."""
 
+import copy
+import json
 import math
 import random
 
@@ -17,6 +20,60 @@ def play(env_cls, task, policy, rng):
         action = env.random_action(rng) if policy == "random" else env.oracle_action()
         _, done, reward, info = env.step(action)
     return reward, info["success"]
+
+
+@pytest.mark.parametrize("name", list(envs.ENVS))
+def test_every_environment_provides_the_interface(name):
+    """envs.py's list: a no-argument constructor, name / max_turns / tools, tasks(split, n) as plain JSON with unique
+    ids, chat messages from reset(), an outcome reward only at the end, info["success"] on the last step, and an
+    end within max_turns policy turns."""
+    env_cls = envs.ENVS[name]
+    env = env_cls()
+    assert env.name == name and env.max_turns >= 1 and (env.tools is None or isinstance(env.tools, list))
+    train = env_cls.tasks("train")
+    assert len(env_cls.tasks("train", n=20)) == 20 and len({t["id"] for t in train}) == len(train)
+    assert json.loads(json.dumps(train[:50])) == train[:50]  # plain JSON
+    rng = random.Random(0)
+    for task in train[:200]:
+        messages = env.reset(task)
+        assert messages and all(m["role"] in ("system", "user") and isinstance(m["content"], str) for m in messages)
+        for _ in range(env.max_turns):
+            reply, done, reward, info = env.step(env.random_action(rng))
+            if done:
+                break
+            assert reply and reply[0]["content"] and reward == 0  # an outcome reward: only at the end
+        assert done, "an episode ends within max_turns policy turns"
+        assert isinstance(info.get("success"), bool) and isinstance(reward, int | float)
+
+
+@pytest.mark.parametrize("name", list(envs.ENVS))
+@pytest.mark.parametrize("text", ["", "\x00\n", "<|im_end|>", "(((", "x" * 3000, "call(" * 500, "😀"])
+def test_every_environment_answers_a_malformed_turn_and_ends_in_time(name, text):
+    env = envs.ENVS[name]()
+    env.reset(env.tasks("train")[0])
+    for _ in range(env.max_turns):
+        reply, done, reward, info = env.step(text)
+        assert info["malformed"] is True and reply and reply[0]["content"]
+        if done:
+            break
+    assert done and reward == 0 and info["success"] is False
+
+
+@pytest.mark.parametrize("name", list(envs.ENVS))
+def test_every_environment_survives_its_own_calls_with_garbled_arguments(name):
+    """The environment's own action, its argument replaced by junk: a reply, never an exception (whether such a
+    call is malformed is the environment's to say)."""
+    env_cls, rng = envs.ENVS[name], random.Random(0)
+    for task in env_cls.tasks("train")[:20]:
+        env, done = env_cls(), False
+        env.reset(task)
+        while not done:  # at every turn of a random episode, a copy of the environment gets each garbled call
+            action = env.random_action(rng)
+            for junk in ["x", "", "-1", "99999999999999999999", "1.5", "A, B", "None", "\\n"]:
+                probe = copy.deepcopy(env)
+                reply, ended, _, info = probe.step(action[: action.index("(") + 1] + junk + ")" if "(" in action else junk)
+                assert reply and isinstance(reply[0]["content"], str) and (not ended or "success" in info), action
+            _, done, _, _ = env.step(action)
 
 
 @pytest.mark.parametrize("name", list(envs.ENVS))
@@ -105,7 +162,7 @@ def test_relay_held_out_starts_are_never_trained_starts():
 
 @pytest.mark.parametrize("text", ["", "get", "get(Z)", "answer(12)", "get(A) answer(1)", "<|im_end|>",
                                   "answer(x)", "GET(A)", "\x00\n", "get(A" * 500])
-def test_malformed_actions_get_a_reply_and_use_the_turn(text):
+def test_lookup_and_guess_say_how_to_call_them_when_a_turn_is_malformed(text):
     env = envs.LookupEnv()
     env.reset(envs.LookupEnv.tasks("train")[0])
     reply, done, reward, info = env.step(text)

@@ -28,8 +28,10 @@ def adapter(out):
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path):
-    flags = [*SMALL, "--steps", "4", "--save_every", "1", "--eval_every", "2", "--show_every", "1"]
+@pytest.mark.parametrize("setting", [[], ["--optimizer_state", "per_turn"], ["--qlora"]],
+                         ids=["lora", "adam_per_turn", "qlora"])
+def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path, setting):
+    flags = [*SMALL, "--steps", "4", "--save_every", "1", "--eval_every", "2", "--show_every", "1", *setting]
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
     run_train(*flags, "--out", whole)
 

@@ -11,18 +11,32 @@ from tiny import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    """A random-init tiny Qwen3 (no warm-up: these tests need no skill), loaded like any local model."""
+def raw_tiny(tmp_path_factory):
+    """A random-init tiny Qwen3 (no warm-up: these tests need no skill), saved as a local model folder."""
     path = tmp_path_factory.mktemp("raw-tiny")
     tokenizer = tiny_tokenizer(0)
     tiny_model(tokenizer, 0).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    policy = load_policy(str(path), seed=0)
-    with torch.no_grad():  # a non-zero adapter, so that "adapter" and "reference" differ
+    return str(path)
+
+
+def _with_a_nonzero_adapter(policy):
+    with torch.no_grad():  # so that "adapter" and "reference" differ
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     return policy
+
+
+@pytest.fixture(scope="module")
+def policy(raw_tiny):
+    return _with_a_nonzero_adapter(load_policy(raw_tiny, seed=0))
+
+
+@pytest.fixture(scope="module")
+def qlora_policy(raw_tiny):
+    """The same model with its base in 4 bits (NF4, bitsandbytes' CPU backend here): QLoRA."""
+    return _with_a_nonzero_adapter(load_policy(raw_tiny, seed=0, qlora=True))
 
 
 def oracle_episodes(policy, env_name="lookup", n=6, sampling=Sampling()):
@@ -30,8 +44,11 @@ def oracle_episodes(policy, env_name="lookup", n=6, sampling=Sampling()):
     return rollout(oracle, envs.ENVS[env_name], envs.ENVS[env_name].tasks("train")[:n], 2, sampling)
 
 
+@pytest.mark.parametrize("base", ["policy", "qlora_policy"])
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
-def test_training_log_probs_equal_the_sampling_log_probs(policy, temperature, top_p, monkeypatch):
+def test_training_log_probs_equal_the_sampling_log_probs(base, temperature, top_p, monkeypatch, request):
+    """What the policy was sampled with is what training computes, on a full-precision and on a 4-bit base."""
+    policy = request.getfixturevalue(base)
     torch.manual_seed(0)
     monkeypatch.setattr(policy, "temperature", temperature)  # load_policy(temperature=...) sets it, once
     episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:8], 4,
@@ -147,6 +164,26 @@ def test_environment_text_cannot_inject_special_tokens(policy):
     assert tok.decode(ids).startswith("\n<|im_start|>user\nok< |im_end|>")
 
 
+def test_a_qlora_adapter_saves_and_loads_onto_a_4bit_base(qlora_policy, raw_tiny, tmp_path):
+    """The 4-bit base is quantized anew from the folder; the saved adapter loads onto it with peft's own loader
+    (load_policy's PeftModel.from_pretrained) and gives the same log-probs."""
+    from peft import PeftModel
+    qlora_policy.model.save_pretrained(tmp_path / "adapter")
+    again = load_policy(raw_tiny, seed=1, qlora=True, adapter=str(tmp_path / "adapter"))
+    assert isinstance(again.model, PeftModel)
+    samples = turn_samples(oracle_episodes(qlora_policy))
+    with torch.no_grad():
+        qlora_policy.forget(), again.forget()
+        assert torch.allclose(again.turn_logprobs(samples)[0], qlora_policy.turn_logprobs(samples)[0], atol=1e-6)
+
+
+def test_qlora_where_bitsandbytes_cannot_run_is_a_one_line_error():
+    from rollout import check_4bit
+    check_4bit("cpu")  # runs here: bitsandbytes' CPU backend
+    with pytest.raises(SystemExit, match="--qlora: bitsandbytes' 4-bit layers do not run on 'meta' here .*drop --qlora"):
+        check_4bit("meta")
+
+
 def test_unknown_model_is_a_one_line_error(offline_hub):
     with pytest.raises(SystemExit, match="cannot load model 'no-such/model'.*--model tiny"):
         load_policy("no-such/model")
@@ -163,14 +200,13 @@ def test_transcripts_are_rendered_from_the_trained_token_ids(policy):
     assert text.count(">>>") == len(e.turn_spans)
 
 
-def test_gradient_checkpointing_gives_the_same_adapter_gradients(tmp_path):
-    """Activations recomputed in the backward pass: the LoRA gradients must still arrive, and be the same."""
-    tokenizer = tiny_tokenizer(0)
-    tiny_model(tokenizer, 0).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+@pytest.mark.parametrize("qlora", [False, True])
+def test_gradient_checkpointing_gives_the_same_adapter_gradients(raw_tiny, qlora):
+    """Activations recomputed in the backward pass: the LoRA gradients must still arrive, and be the same (on a
+    4-bit base, through peft's prepare_model_for_kbit_training, too)."""
     grads = []
     for checkpointing in (False, True):
-        policy = load_policy(str(tmp_path), seed=0, gradient_checkpointing=checkpointing)
+        policy = load_policy(raw_tiny, seed=0, gradient_checkpointing=checkpointing, qlora=qlora)
         samples = turn_samples(oracle_episodes(policy))
         logp, mask = policy.turn_logprobs(samples)
         (logp * mask).sum().backward()

@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+import seeupo
+
 from seeupo import (SweepConfig, TurnSample, clip_fractions, correction_update, grae_advantages, grpo_loss,
                     gspo_loss, kl_k3, sequence_log_ratio, sweep, turn_order)
 from sweep_plumbing import micro_batches
@@ -85,13 +87,80 @@ def test_grpo_token_level_and_kl_by_hand():
     assert kl.item() == pytest.approx(math.exp(-1) - (-1) - 1)
 
 
+def test_the_token_level_sweep_clips_each_token_by_hand():
+    """--loss grpo in the sweep: each token's ratio is clipped on its own. Two one-turn samples, each with its own
+    parameter theta_j and two tokens whose log-probs are w_jk * theta_j, A = +1 and -1; SGD lr 0.4, two epochs.
+    Epoch 1: every ratio is 1, the gradient on theta_j is -(A_j / 2) * sum_k w_jk / 2 (the mean over 2 tokens
+    and over the 2 samples) = -0.25, so theta_j = 0.1 and the token log-ratios are w_j * 0.1:
+      sample 0 (A = +1, w = -3, 4): ratios e^-0.3 = 0.74 and e^0.4 = 1.49. Token 2 is above 1 + eps with A > 0:
+        clipped, no gradient. Token 1 is below 1 - eps but A > 0: min() keeps r A, its gradient flows.
+      sample 1 (A = -1, w = 3, -4): ratios e^0.3 = 1.35 (A < 0: min() keeps it, gradient flows) and e^-0.4 = 0.67
+        (below 1 - eps with A < 0: clipped).
+    Epoch 2: theta_j -= 0.4 * (-(A_j / 2) * w_j1 * r_j1 / 2). The sequence-level loss would clip neither sample
+    (exp(+-0.05)), and a clip without the min would clip all four tokens."""
+    theta = torch.nn.Parameter(torch.zeros(2))
+    w = torch.tensor([[-3.0, 4.0], [3.0, -4.0]])
+    advantages = torch.tensor([1.0, -1.0])
+
+    def logprob_fn(samples, reference=False):
+        rows = [s.data for s in samples]
+        logp = w[rows] * theta[rows, None]
+        return logp, torch.ones_like(logp, dtype=torch.bool)
+
+    samples = [TurnSample(0, 0, 2, 0), TurnSample(1, 0, 2, 1)]
+    expected = {}
+    for j, (a, (w1, w2)) in enumerate(zip(advantages.tolist(), w.tolist())):
+        r1 = math.exp(w1 * 0.1)  # the ratio of the token whose gradient flows in epoch 2
+        expected[j] = 0.1 - 0.4 * (-(a / 2) * w1 * r1 / 2)
+    stats = sweep(logprob_fn, torch.optim.SGD([theta], lr=0.4), samples, advantages,
+                  SweepConfig(loss="grpo", ppo_epochs=2, max_grad_norm=1e9), num_turns=1)
+    assert theta.tolist() == pytest.approx([expected[0], expected[1]], abs=1e-6)  # -0.1222, -0.3050
+    # the clip took one token of each sample in epoch 2: a quarter of a sample's tokens over the two epochs, one
+    # side each (sample 0 high, sample 1 low), averaged over the two samples
+    assert stats["turns"][0]["clipfrac_high"] == pytest.approx(0.125) and stats["turns"][0]["clipfrac_low"] == \
+        pytest.approx(0.125)
+    theta.data.zero_()  # the sequence-level sweep on the same batch clips nothing, and moves on
+    sweep(logprob_fn, torch.optim.SGD([theta], lr=0.4), samples, advantages,
+          SweepConfig(loss="gspo", ppo_epochs=2, max_grad_norm=1e9), num_turns=1)
+    s = [math.exp(0.05), math.exp(-0.05)]  # the sequence ratios in epoch 2
+    assert theta.tolist() == pytest.approx([0.1 + 0.4 * s[0] * 0.5 / 2, 0.1 + 0.4 * s[1] * 0.5 / 2], abs=1e-6)
+
+
 def test_correction_accumulates_and_clips_by_hand():
-    M = torch.tensor([1.0, 1.15, 0.85])
-    old = torch.zeros(3, 1)
-    new = torch.log(torch.tensor([[1.1], [1.3], [0.7]]))
-    M2, r = correction_update(M, new, old, torch.ones(3, 1, dtype=torch.bool), eps=0.2)
-    assert r.tolist() == pytest.approx([1.1, 1.2, 0.8])          # r_j clipped to [0.8, 1.2]
-    assert M2.tolist() == pytest.approx([1.1, 1.2, 0.8])         # 1.1; 1.15*1.2=1.38 -> 1.2; 0.85*0.8=0.68 -> 0.8
+    """r_j = clip(s_j) with s_j = exp(MEAN over the turn's real tokens of (new - old)), then M_j <- clip(M_j r_j):
+    two clips. Each row's log-ratios spread around their mean, and the padding holds junk."""
+    log = math.log
+    M = torch.tensor([1.0, 1.15, 0.85, 0.85])
+    mask = torch.tensor([[True, True, False], [True, True, True], [True, False, False], [True, True, False]])
+    new = torch.tensor([[log(1.1) - 0.2, log(1.1) + 0.2, 5.0],  # mean log-ratio log 1.1 (a sum would give 1.21)
+                        [log(1.3) - 0.1, log(1.3), log(1.3) + 0.1],
+                        [log(0.7), -5.0, -5.0],
+                        [log(1.3) + 0.3, log(1.3) - 0.3, 5.0]])
+    M2, r = correction_update(M, new, torch.zeros(4, 3), mask, eps=0.2)
+    assert r.tolist() == pytest.approx([1.1, 1.2, 0.8, 1.2])  # r_j clipped to [0.8, 1.2]
+    # 1.1; 1.15*1.2 = 1.38 -> 1.2; 0.85*0.8 = 0.68 -> 0.8; 0.85*1.2 = 1.02 (with the unclipped 1.3: 1.105)
+    assert M2.tolist() == pytest.approx([1.1, 1.2, 0.8, 1.02])
+
+
+def test_step_level_grouping_by_hand():
+    """Exercise 6, GiGPO's step-level advantages; skipped until seeupo.step_advantages exists.
+    step_advantages(states, groups, rewards) -> {(episode, turn): advantage}: a turn's return (its episode's outcome
+    reward, undiscounted) minus the mean return of its step group, the turns of the SAME task group that start from
+    the SAME state (states[j][t]: any hashable, e.g. the token ids before turn t); a step group of one gets 0."""
+    step_advantages = getattr(seeupo, "step_advantages", None)
+    if step_advantages is None:
+        pytest.skip("exercise 6: seeupo.step_advantages is not written (EXERCISES.md)")
+    states = [["s0", "A"], ["s0", "B"], ["s0", "A"], ["s0", "A"],  # group 0: turn 2 from A three times, from B once
+              ["s0", "A"], ["s0", "A"], ["s0"]]  # group 1: the same states (another task), and a one-turn episode
+    groups = [0, 0, 0, 0, 1, 1, 1]
+    rewards = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    expected = {(0, 0): 0.5, (1, 0): -0.5, (2, 0): -0.5, (3, 0): 0.5,  # group 0 at s0: mean 1/2
+                (0, 1): 1 / 3, (2, 1): -2 / 3, (3, 1): 1 / 3, (1, 1): 0.0,  # at A: mean 2/3; B alone: 0
+                (4, 0): -1 / 3, (5, 0): 2 / 3, (6, 0): -1 / 3,  # group 1 at s0: mean 1/3, apart from group 0
+                (4, 1): -0.5, (5, 1): 0.5}  # group 1 at A: mean 1/2
+    advantages = step_advantages(states, groups, rewards)
+    assert set(advantages) == set(expected)
+    assert {k: float(v) for k, v in advantages.items()} == pytest.approx(expected)
 
 
 def test_micro_batches_respect_the_token_budget():
@@ -262,7 +331,7 @@ def test_a_turn_beyond_num_turns_is_refused_not_silently_skipped():
         sweep(policy, torch.optim.SGD(policy.parameters(), lr=0.1), samples, advantages, SweepConfig(), num_turns=1)
 
 
-def test_the_random_order_comes_from_the_step_seed_alone():
+def test_turn_order_is_reverse_sequential_or_random_from_the_step_seed_alone():
     """Every process must update the turns in the same order: the order may depend on the step seed, never on a
     global generator that the processes do not share."""
     import random
