@@ -36,8 +36,8 @@ from typing import Literal
 
 import psutil
 import torch
-import transformers
-from accelerate import Accelerator
+import transformers  # (transformers.get_scheduler, not imported by name: that would load bitsandbytes, via peft,
+from accelerate import Accelerator  # before rollout.py quiets its start-up warning)
 from tqdm import tqdm
 
 import envs
@@ -124,13 +124,7 @@ def main(argv=None):
         torch.set_num_threads(args.cpu_threads or max(1, (psutil.cpu_count(logical=False) or 1) // world))
     check_launch(args, world)
     run = train_io.Run(accelerator, args.out)
-    checkpoint = run.latest()
-    if checkpoint and not args.resume:
-        raise SystemExit(f"error: {args.out} already holds a run; pass --resume to continue it, or choose another --out")
-    note = train_io.check_resume(args) if checkpoint else None
-    if accelerator.is_main_process and (note or args.resume and not checkpoint):
-        print(note or f"no checkpoint in {args.out}: starting from step 0")
-    os.makedirs(args.out, exist_ok=True)
+    checkpoint = run.to_resume(args)  # None: a new run (a mixed or clobbered one stops here, in one line)
     env_factory = functools.partial(envs.make_env, args.env, **make_env_kwargs(args))  # a fresh one per episode
     env = env_factory()
     train_tasks, test_tasks = env.tasks("train"), env.tasks("test")[: args.eval_tasks]
@@ -147,8 +141,8 @@ def main(argv=None):
     trainable = [p for p in policy.model.parameters() if p.requires_grad]
     optimizers = [torch.optim.AdamW(trainable, lr=args.lr)
                   for _ in range(env.max_turns if args.optimizer_state == "per_turn" else 1)]
-    schedulers = [transformers.get_scheduler(args.lr_scheduler_type, o, num_warmup_steps=0,  # (imported here, after
-                                             num_training_steps=args.steps) for o in optimizers]  # rollout quiets bnb)
+    schedulers = [transformers.get_scheduler(args.lr_scheduler_type, o, num_warmup_steps=0,
+                                             num_training_steps=args.steps) for o in optimizers]
     accelerator.register_for_checkpointing(*optimizers, *schedulers)
     progress = {"step": 0}
     if checkpoint:

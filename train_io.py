@@ -4,10 +4,10 @@
                           `--config FILE`, TRL's spelling): typed flags override the file's, argparse checks
                           both alike; an unknown flag names the right one (TRL's names, close matches); rules
                           that span flags end in one line naming the fix
-  Run(accelerator, out)   the run folder: metrics.jsonl and samples.jsonl (appended; --report_to mirrors the
-                          metrics to Accelerate's tracker), the checkpoint (replaced atomically), rewinding the
-                          lines a killed run wrote after its last checkpoint
-  check_resume(args)      --resume continues a run with the flags it was started with, or stops in one line
+  Run(accelerator, out)   the run folder: which checkpoint to resume (check_resume: with the flags the run was
+                          started with, or stop in one line), metrics.jsonl and samples.jsonl (appended;
+                          --report_to mirrors the metrics to Accelerate's tracker), the checkpoint (replaced
+                          atomically), rewinding the lines a killed run wrote after its last checkpoint
 
 How it connects: train.py holds Args (the whole configuration) and the loop; nothing else imports this file.
 """
@@ -133,6 +133,19 @@ class Run:
                 f.write(json.dumps(record) + "\n")
             if path is None:  # a metrics line: its numbers to the --report_to tracker too (none: nothing)
                 self.accelerator.log(numbers(record), step=record["step"])
+
+    def to_resume(self, args):
+        """The checkpoint that --resume continues, or None for a new run (its folder made). A folder that holds a
+        run, without --resume, or a resume with changed flags, stops in one line; a changed --steps prints a note."""
+        checkpoint = self.latest()
+        if checkpoint and not args.resume:
+            raise SystemExit(f"error: {self.out} already holds a run; pass --resume to continue it, or choose another "
+                             f"--out")
+        note = check_resume(args) if checkpoint else None
+        if self.accelerator.is_main_process and (note or args.resume and not checkpoint):
+            print(note or f"no checkpoint in {self.out}: starting from step 0")
+        os.makedirs(self.out, exist_ok=True)
+        return checkpoint
 
     def start(self, args, checkpoint, progress):
         """A new run empties its files; a resumed one drops what was written after its checkpoint. Either way

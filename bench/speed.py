@@ -1,6 +1,6 @@
 """Speed benchmark: batched vs one-at-a-time rollout, the SeeUPO sweep vs one all-turns GSPO update, memory.
 
-    python bench/speed.py                  # the tiny model on the CPU; writes bench/results/speed.md
+    python bench/speed.py                  # the tiny model on the CPU; writes bench/results/speed/tiny.md
     python bench/speed.py --device cuda --config qwen2.5-0.5b --bf16 --gradient_checkpointing
     python bench/speed.py --device cuda --model Qwen/Qwen3-0.6B --qlora     # any model load_policy() takes
     python bench/speed.py --config qwen2.5-0.5b --skip rollout budget --tasks 2 --group 4 --turns 2 \
@@ -89,7 +89,7 @@ def parse_args():
     p.add_argument("--no_memory", action="store_true", help="skip the (slow, on CPU) memory passes")
     p.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "speed.md"))
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "speed", "tiny.md"))
     args = p.parse_args()
     return args
 
