@@ -158,7 +158,7 @@ class _Record(LogitsProcessor):
     def take(self, tokens):
         if self.last is not None:
             self.logprobs.append(self.last.gather(1, tokens[:, None])[:, 0])
-            self.entropies.append(-torch.special.xlogy(self.last.exp(), self.last.exp()).sum(-1))
+            self.entropies.append(torch.special.entr(self.last.exp()).sum(-1))  # -sum p log p, 0 where p = 0
             self.last = None
 
 
