@@ -105,7 +105,7 @@ def plot_runs(runs, png):
         ax.set_xlabel("sampled episodes")
         ax.grid(alpha=0.3)
     for ax in axes.flat:
-        if any(line.get_label() for line in ax.get_lines()):
+        if any(not line.get_label().startswith("_") for line in ax.get_lines()):  # "_child0": unlabelled
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
