@@ -198,16 +198,12 @@ class Policy:
         out = []
         for k in range(0, len(contexts), sampling.gen_batch_size):
             ids, attention, _ = self._batch(contexts[k : k + sampling.gen_batch_size])
-            recorder = _Record()
-            processors = []  # generate() itself adds no processor: it samples at temperature 1, top-p 1
-            if self.temperature > 0 and self.temperature != 1:
-                processors.append(TemperatureLogitsWarper(self.temperature))
-            processors.append(recorder)
-            if self.temperature > 0 and sampling.top_p < 1:
-                processors.append(TopPLogitsWarper(sampling.top_p))
+            recorder, sampled = _Record(), self.temperature > 0  # generate() itself samples at temperature 1, top-p 1
+            processors = ([TemperatureLogitsWarper(self.temperature)] if sampled and self.temperature != 1 else []) \
+                + [recorder] + ([TopPLogitsWarper(sampling.top_p)] if sampled and sampling.top_p < 1 else [])
             with self._adapter(reference):
                 sequences = self.model.generate(
-                    input_ids=ids, attention_mask=attention, do_sample=self.temperature > 0, temperature=1.0,
+                    input_ids=ids, attention_mask=attention, do_sample=sampled, temperature=1.0,
                     top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=sampling.max_new_tokens,
                     eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
                     logits_processor=LogitsProcessorList(processors))

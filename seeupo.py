@@ -255,9 +255,9 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
                 m, o, a = mask[micro, : logp.shape[1]], old[micro, : logp.shape[1]], A_hat[micro]
                 per_sample = LOSSES[cfg.loss](logp, o, m, a, cfg.clip_low, cfg.clip_high)
                 kl = kl_k3(logp, ref[micro, : logp.shape[1]], m) if ref is not None else None
-                ((per_sample if kl is None else per_sample + cfg.kl_coef * kl).sum() / n).backward()
-                run.record(t, per_sample, kl, clip_fractions(cfg.loss, logp.detach(), o, m, a, cfg.clip_low,
-                                                             cfg.clip_high))
+                loss = per_sample if kl is None else per_sample + cfg.kl_coef * kl
+                (loss.sum() / n).backward()
+                run.record(t, loss, kl, clip_fractions(cfg.loss, logp.detach(), o, m, a, cfg.clip_low, cfg.clip_high))
             run.sum_gradients()  # over processes: each holds its own samples (why not DDP: sweep_plumbing.py)
             if run.finite_gradients():  # a NaN or inf never reaches the weights: the step is skipped, with a warning
                 run.took_step(torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm))
