@@ -36,6 +36,8 @@ CONFIG_FILES = (".yaml", ".yml", ".json")
 # what --resume may change: where and how the run reports and how long it goes on, never what it trains
 RESUME_MAY_CHANGE = {"steps", "out", "resume", "cpu_threads", "report_to", "eval_every", "save_every", "show_every",
                      "plot"}
+# args.json's record-only key, not a flag (a config file's copy of it is skipped): the steps the run resumed from
+RECORD_ONLY = {"resumed_from"}
 
 
 def unknown(name, Args):
@@ -59,6 +61,8 @@ def config_flags(path, Args):
         raise SystemExit(f"error: {path} must hold flag: value pairs")
     flags, names = [], {f.name for f in fields(Args)}
     for key, value in (values or {}).items():
+        if key in RECORD_ONLY:
+            continue
         if key not in names:
             raise SystemExit(f"error: {path}: {unknown(key, Args)}")
         if value is None:
@@ -149,15 +153,19 @@ class Run:
 
     def start(self, args, checkpoint, progress):
         """A new run empties its files; a resumed one drops what was written after its checkpoint. Either way
-        args.json records the flags (a resumed run's new --steps too): a copy of it starts the run again."""
+        args.json records the flags (a resumed run's new --steps too): a copy of it starts the run again; and
+        "resumed_from", the checkpoint steps that invocations of this run resumed from ([]: never resumed)."""
         if checkpoint:
             self.rewind(progress["step"])
         elif self.accelerator.is_main_process:
             open(self.metrics, "w").close()
             open(self.samples, "w").close()
         if self.accelerator.is_main_process:
-            with open(os.path.join(self.out, "args.json"), "w") as f:
-                json.dump({**asdict(args), "resume": False}, f, indent=1)
+            path = os.path.join(self.out, "args.json")
+            held = json.load(open(path)) if checkpoint and os.path.exists(path) else {}
+            resumed = held.get("resumed_from", []) + [progress["step"]] if checkpoint else []
+            with open(path, "w") as f:
+                json.dump({**asdict(args), "resume": False, "resumed_from": resumed}, f, indent=1)
 
     def save(self, policy, state):
         """Write the checkpoint to a new folder, then swap it in with renames: a crash while saving leaves
