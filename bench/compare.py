@@ -1,6 +1,6 @@
 """SeeUPO against its ablations and the all-turns update, on paired seeds, with intervals (a benchmark, not a test).
 
-    python bench/compare.py                     # the authors' schedule: 10 methods x 10 seeds x lookup, relay (200 runs)
+    python bench/compare.py                     # the authors' schedule: 9 methods x 10 seeds x lookup, relay (180 runs)
     python bench/compare.py --quick             # seeupo, gspo, gspo x T; seeds 0-1; lookup; 50 steps
     python bench/compare.py --regime 16step     # the second regime: 16 clipped optimizer steps per turn
     python bench/compare.py --report            # only re-read the runs: every table, curve and interval
@@ -30,8 +30,9 @@ Methods (authors regime):
   gspo x T                 all turns at once with T x as many minibatches: as many optimizer steps per batch as
                            the sweep takes (T = the env's turns), the control the paper does not run
   gspo                     all turns at once, one optimizer step per batch (the paper's baseline)
-  grpo x T                 gspo x T with the token-level loss (GRPO's clip per token)
-  seeupo token-level       SeeUPO with that token-level loss (`--loss grpo`): the sweep's counterpart of grpo x T
+  grpo x T                 gspo x T with the token-level loss (GRPO's clip per token). Its sweep counterpart is
+                           SeeUPO itself: at one step per turn the sweep's ratio is 1 where its gradient is taken,
+                           and there GSPO's and GRPO's losses have the same gradient (tests/test_compare.py)
 The 16step regime runs the earlier nine (seeupo, forward, random, no-correction, gspo, gspo x T, grpo, grpo x T,
 reinforce).
 
@@ -87,7 +88,7 @@ REGIMES = {
                                 save_every=20),
                     lrs=(1e-3,), seeds=10, baselines=THEIR_BASELINES,
                     methods=("seeupo", "forward", "no-correction", "seeupo per-turn", "forward per-turn",
-                             "no-correction per-turn", "gspo x T", "gspo", "grpo x T", "seeupo token-level")),
+                             "no-correction per-turn", "gspo x T", "gspo", "grpo x T")),
     "16step": dict(shared=dict(steps=25, tasks_per_step=8, group_size=8, ppo_epochs=4, minibatches=4, kl_coef=0.05,
                                eval_every=5, eval_tasks=64, eval_samples=2, save_every=5),
                    lrs=(1e-3, 3e-3), seeds=3, baselines=[],
@@ -104,7 +105,6 @@ PAIRS = [("seeupo", "forward", "the reverse order vs forward"),
          ("seeupo per-turn", "gspo x T", "the sweep (Adam per turn) vs all turns at once, equal steps"),
          ("seeupo", "gspo", "the sweep vs the paper's one-step baseline"),
          ("seeupo", "grpo x T", "the sweep vs all turns at once with a token-level loss, equal steps"),
-         ("seeupo token-level", "grpo x T", "the sweep vs all turns at once, equal steps, both token-level"),
          ("seeupo per-turn", "seeupo", "one Adam state per turn vs one shared"),
          ("forward per-turn", "forward", "one Adam state per turn vs one shared (forward)"),
          ("no-correction per-turn", "no-correction", "one Adam state per turn vs one shared (no correction)")]
@@ -114,7 +114,7 @@ METRICS = {"final": "final held-out success", "auc": "area under the held-out cu
 def method_flags(method, turns, regime):
     """A method's own train.py flags: the only flags that differ between the methods of a regime."""
     base, mb = regime["baselines"], regime["shared"]["minibatches"]
-    flags = {"seeupo": [], "seeupo token-level": ["--loss", "grpo"], "forward": ["--order", "sequential"], "random": ["--order", "random"],
+    flags = {"seeupo": [], "forward": ["--order", "sequential"], "random": ["--order", "random"],
              "no-correction": ["--no_correction"],
              "gspo": ["--algo", "gspo", *base], "gspo x T": ["--algo", "gspo", *base, "--minibatches", str(mb * turns)],
              "grpo": ["--algo", "grpo", *base], "grpo x T": ["--algo", "grpo", *base, "--minibatches", str(mb * turns)],

@@ -33,6 +33,24 @@ def test_the_probability_of_improvement_counts_every_pair_of_runs_ties_half():
     assert stats.improvement([1.0, 2.0, 3.0], [2.0, 2.0, 0.0]) == pytest.approx(6 / 9)
 
 
+def test_at_one_step_per_turn_the_sweeps_loss_does_not_matter():
+    """Why the comparison runs no token-level sweep beside grpo x T: where the ratio is 1 (the sweep's one step per
+    turn, `old` taken with the current weights) GSPO's and GRPO's losses have one gradient, -A mean_k d log pi."""
+    import torch
+
+    import seeupo
+    torch.manual_seed(0)
+    logp, adv = (-torch.rand(4, 6)).requires_grad_(), torch.randn(4)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0]]).float()
+
+    def gradient(loss, old):
+        return torch.autograd.grad(loss(logp, old, mask, adv, 0.2, 0.2).sum(), logp)[0]
+    at_one = [gradient(loss, logp.detach()) for loss in (seeupo.gspo_loss, seeupo.grpo_loss)]
+    assert torch.allclose(at_one[0], -adv[:, None] * mask / mask.sum(-1, keepdim=True)) and torch.allclose(*at_one)
+    moved = logp.detach() + 0.3 * torch.randn(4, 6)  # a later minibatch of the all-turns update: the ratio moved
+    assert not torch.allclose(gradient(seeupo.gspo_loss, moved), gradient(seeupo.grpo_loss, moved))
+
+
 def test_the_paired_tests_match_hand_computed_values():
     tests = stats.paired_tests([1, 2, 3, 4, 5])  # mean 3, se sqrt(2.5 / 5); t = 4.243 on 4 df; t(0.975, 4) = 2.7764
     assert tests["t_p"] == pytest.approx(0.013236, abs=1e-6)
