@@ -96,6 +96,7 @@ REGIMES = {
                             "reinforce")),
 }
 ENVS = ("lookup", "relay")
+HEARTBEAT = 30  # seconds between the updates of a running invocation's record in wall.json
 # (X, Y, the question X - Y answers): the pairs whose paired differences the report gives, where both ran
 PAIRS = [("seeupo", "forward", "the reverse order vs forward"),
          ("seeupo per-turn", "forward per-turn", "the reverse order vs forward, Adam per turn"),
@@ -152,13 +153,11 @@ def train(args, env, lr, method, seed):
         wanted = {**{k: v for k, v in shared.items() if f"--{k}" not in flags}, "lr": lr, "seed": seed}
         if any(held.get(k) != v for k, v in wanted.items()):
             raise SystemExit(f"error: {out} holds a run with other settings than {wanted}; choose another --out")
-    # this invocation's record, written before it starts: if compare.py itself is killed, the next invocation
-    # finds "seconds": null and puts in the time to log.txt's last write (train.py writes to it every step)
+    # every invocation's record is written as it starts and its seconds every HEARTBEAT s while it runs: one that
+    # never finished (compare.py itself killed) is found here, its seconds those of its last heartbeat
     invocations = invocations_of(out)
-    if invocations and invocations[-1]["seconds"] is None:
-        last, log = invocations[-1], os.path.join(out, "log.txt")
-        last["seconds"] = round(os.path.getmtime(log) - last["start"], 1) if os.path.exists(log) else "unknown"
-        last["exit"] = "killed (seconds: to the log's last write)"
+    if invocations and invocations[-1]["exit"] is None:
+        invocations[-1]["exit"] = f"killed (seconds: to its last record, at most {HEARTBEAT} s before)"
     progress = os.path.join(out, "checkpoint", "progress.json")
     resumed_from = json.load(open(progress))["step"] if os.path.exists(progress) else None
     if resumed_from is None:
@@ -168,14 +167,20 @@ def train(args, env, lr, method, seed):
            "--out", out, "--cpu_threads", str(args.threads),
            *[x for k, v in shared.items() for x in (f"--{k}", str(v))], *flags,
            *(["--resume"] if resumed_from is not None else [])]
-    record = {"start": round(time.time(), 1), "seconds": None, "exit": None, "resumed_from_step": resumed_from,
+    record = {"start": round(time.time(), 1), "seconds": 0.0, "exit": None, "resumed_from_step": resumed_from,
               "cpu": cpu_model(), "threads": args.threads, "runs_at_a_time": args.jobs}
     write_wall(out, invocations + [record])
     try:
         with open(os.path.join(out, "log.txt"), "a") as log:
             log.write(" ".join(cmd) + "\n")
             log.flush()
-            record["exit"] = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            while record["exit"] is None:
+                try:
+                    record["exit"] = proc.wait(timeout=HEARTBEAT)
+                except subprocess.TimeoutExpired:
+                    record["seconds"] = round(time.time() - record["start"], 1)
+                    write_wall(out, invocations + [record])
     finally:  # a failed or interrupted invocation's seconds count too
         record["seconds"] = round(time.time() - record["start"], 1)
         record["exit"] = "interrupted" if record["exit"] is None else record["exit"]

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -97,23 +98,29 @@ def test_every_invocation_is_recorded_with_its_machine_even_a_killed_one(tmp_pat
     out = compare.run_dir(args, "lookup", 1e-3, "seeupo", 0)
     os.makedirs(os.path.join(out, "checkpoint"))
     json.dump({"step": 20}, open(os.path.join(out, "checkpoint", "progress.json"), "w"))
-    # an invocation whose compare.py was killed: its seconds were never written; they run to the log's last write
-    json.dump({"invocations": [{"start": 1000.0, "seconds": None, "exit": None, "resumed_from_step": None,
+    # an invocation whose compare.py was killed: no exit; its seconds are those of its last heartbeat
+    json.dump({"invocations": [{"start": 1000.0, "seconds": 90.0, "exit": None, "resumed_from_step": None,
                                 "cpu": "X", "threads": 1, "runs_at_a_time": 2}]}, open(os.path.join(out, "wall.json"), "w"))
-    open(os.path.join(out, "log.txt"), "w").close()
-    os.utime(os.path.join(out, "log.txt"), (1100.0, 1100.0))
-    calls = []
+    monkeypatch.setattr(compare, "HEARTBEAT", 0.1)
+    seen = []
 
-    def interrupted(cmd, **kwargs):
-        calls.append(cmd)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(subprocess, "run", interrupted)
+    class Running:  # train.py, running for two heartbeats, then stopped by a Ctrl-C
+        def __init__(self, cmd, **kwargs):
+            self.cmd = cmd
+
+        def wait(self, timeout):
+            seen.append(compare.invocations_of(out)[-1]["seconds"])
+            if len(seen) < 3:
+                time.sleep(timeout)
+                raise subprocess.TimeoutExpired(self.cmd, timeout)
+            raise KeyboardInterrupt
+    monkeypatch.setattr(subprocess, "Popen", Running)
     with pytest.raises(KeyboardInterrupt):
         compare.train(args, "lookup", 1e-3, "seeupo", 0)
-    assert calls[0][-1] == "--resume"
     killed, this = compare.invocations_of(out)
-    assert killed["seconds"] == 100.0 and killed["exit"].startswith("killed")
-    assert this["exit"] == "interrupted" and isinstance(this["seconds"], float) and this["resumed_from_step"] == 20
+    assert killed["seconds"] == 90.0 and killed["exit"].startswith("killed")
+    assert seen[0] == 0.0 and seen[2] > 0.0  # written as it started, then at every heartbeat
+    assert this["exit"] == "interrupted" and this["seconds"] >= seen[2] and this["resumed_from_step"] == 20
     assert compare.machine(this) == f"{compare.cpu_model()}, 1 torch thread(s) per run, 2 at a time"
     # older runs kept only the finished invocations' seconds and the last one's machine
     json.dump({"invocations": [50.0, 60.0], "cpu": "Y", "threads": 1, "runs_at_a_time": 2},
