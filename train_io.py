@@ -38,6 +38,8 @@ CONFIG_FILES = (".yaml", ".yml", ".json")
 # what --resume may change: where and how the run reports and how long it goes on, never what it trains
 RESUME_MAY_CHANGE = {"steps", "out", "resume", "cpu_threads", "report_to", "eval_every", "save_every", "show_every",
                      "plot"}
+# args.json's record-only key, not a flag (a config file's copy of it is skipped): the steps the run resumed from
+RECORD_ONLY = {"resumed_from"}
 
 
 def unknown(name, Args):
@@ -61,6 +63,8 @@ def config_flags(path, Args):
         raise SystemExit(f"error: {path} must hold flag: value pairs")
     flags, names = [], {f.name for f in fields(Args)}
     for key, value in (values or {}).items():
+        if key in RECORD_ONLY:
+            continue
         if key not in names:
             raise SystemExit(f"error: {path}: {unknown(key, Args)}")
         if value is None:
@@ -153,7 +157,8 @@ class Run:
     def start(self, args, checkpoint):
         """A new run empties its files; a resumed one loads its checkpoint's state (optimizers, lr schedules, RNG)
         and drops what was written after it. Either way args.json records the flags (a resumed run's new --steps
-        too: a copy of it starts the run again) and the trackers start. Returns the step to go on from."""
+        too: a copy of it starts the run again) and "resumed_from", the checkpoint steps that invocations of this
+        run resumed from ([]: never resumed); the trackers start. Returns the step to go on from."""
         step = 0
         if checkpoint:
             self.accelerator.load_state(checkpoint)
@@ -163,8 +168,11 @@ class Run:
             open(self.metrics, "w").close()
             open(self.samples, "w").close()
         if self.accelerator.is_main_process:
-            with open(os.path.join(self.out, "args.json"), "w") as f:
-                json.dump({**asdict(args), "resume": False}, f, indent=1)
+            path = os.path.join(self.out, "args.json")
+            held = json.load(open(path)) if checkpoint and os.path.exists(path) else {}
+            resumed = held.get("resumed_from", []) + [step] if checkpoint else []
+            with open(path, "w") as f:
+                json.dump({**asdict(args), "resume": False, "resumed_from": resumed}, f, indent=1)
         name = os.path.basename(os.path.normpath(self.out))  # the run's name in wandb and trackio (project: seeupo)
         self.accelerator.init_trackers("seeupo", config=asdict(args), init_kwargs={
             "wandb": {"name": name, "dir": self.out}, "trackio": {"name": name}})

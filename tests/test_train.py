@@ -38,7 +38,8 @@ def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path):
     rows = records(out)
     assert [r["step"] for r in rows if "reward_mean" in r] == [1, 2, 3]
     assert [r["step"] for r in rows if "eval_success_rate" in r] == [0, 1, 2, 3]
-    assert json.load(open(os.path.join(out, "args.json")))["steps"] == 3  # the run's record follows it
+    held = json.load(open(os.path.join(out, "args.json")))
+    assert held["steps"] == 3 and held["resumed_from"] == [2]  # the run's record follows it, and says it resumed
     other = run_train("--steps", "4", "--lr", "0.01", "--resume", "--out", out, *SMALL, check=False)
     assert other.returncode == 1 and f"{out} was run with --lr 0.001 (now 0.01); --resume keeps" in other.stderr
 
