@@ -1,8 +1,9 @@
-"""user_env.py: `--env FILE.py:Class` of either kind, checked before any model is loaded (each problem one line),
-and the adapter that plays a TRL environment_factory class: examples/lookup_trl.py played perfectly and at random,
-tools from get_json_schema, only offered tools ever called, one instance per episode, errors and timeouts as tool
-messages, the reward TRL's way, and the attack texts of tests/test_bfcl_hostile.py (rebuilt here without BFCL,
-which CI does not install) aimed at the adapter: no crash, no hang, no private call, no state carried over."""
+"""user_env.py: `--env FILE.py:Class` of either kind, checked before any model is loaded (each problem one line);
+trl_env.py: the adapter that plays a TRL environment_factory class -- examples/lookup_trl.py played perfectly and
+at random, tools from get_json_schema, only offered tools ever called, one instance per episode, errors and
+timeouts as tool messages, the reward TRL's way -- and the attack texts of tests/test_bfcl_hostile.py (rebuilt
+here without BFCL, which CI does not install) aimed at the adapter: no crash, no hang, no private call, no state
+carried over."""
 
 import json
 import os
@@ -219,6 +220,7 @@ BAD = [  # (file's source, its class, tasks rows or None, load_env's other argum
     (P_OK.replace("def reset(self, task)", "def reset(self)"), "P", None, {}, "P.reset(): it must take one argument"),
     (P_OK.replace('None, 2', 'None, 0'), "P", None, {}, "P.max_turns must be an int"),
     (P_OK.replace("name, tools, max_turns", "name, tools, _"), "P", None, {}, "P.max_turns must be an int >= 1"),
+    (P_OK.replace("name, tools, max_turns", "name, _, max_turns"), "P", None, {}, "P.tools must be None or a list"),
     (P_OK.replace('[{"id": f"{split}-0"}]', '[{"id": 1}] if split == "train" else []'), "P", None, {},
      "P.tasks('test') is empty"),
     (P_OK.replace('[{"id": f"{split}-0"}]', '[{"name": 1}]'), "P", None, {}, 'each task must be a dict with an "id"'),
@@ -247,7 +249,7 @@ BAD = [  # (file's source, its class, tasks rows or None, load_env's other argum
     (T_OK.replace("completions, environments, **kwargs", "completions, environments, completion_ids"), "T",
      TRAIN_TEST, {"reward": "{file}:reward"}, "missing a required argument: 'completion_ids'"),
     (T_OK.replace("completions, environments, **kwargs", "completions, environments"), "T", TRAIN_TEST,
-     {"reward": "{file}:reward"}, "add **kwargs"),
+     {"reward": "{file}:reward"}, "take what it needs and **kwargs"),
     (T_OK.replace("def reward(", "async def reward("), "T", TRAIN_TEST, {"reward": "{file}:reward"},
      "not a plain function"),
     (T_OK.replace("k: How many.", ""), "T", TRAIN_TEST, {"reward": "{file}:reward"},
@@ -295,6 +297,11 @@ def test_files_modules_and_a_separate_test_file(tmp_path):
                                reward=f"{path}:reward")
     assert (len(loaded.train_tasks), len(loaded.test_tasks)) == (1, 3) and loaded.factory().max_turns == 8
     assert loaded.test_tasks[2] == {"id": "T-test-2", "row": {**ROW, "split": "test"}}
+    # with a tasks file, a class without tasks() is TRL's kind even with a `step`: a game's step(action) is a tool
+    game = write(str(tmp_path), "game.py", T_OK.replace("def tick", "def step"))
+    env = user_env.load_env(f"{game}:T", tasks=rows_file(str(tmp_path), TRAIN_TEST), reward=f"{game}:reward").factory()
+    env.reset(env.tasks("train")[0])
+    assert env.step(call("step", k=4))[0] == [{"role": "tool", "name": "step", "content": "4"}]
     with pytest.raises(SystemExit, match='line 1: unknown split \'train\'.*this is the test file'):
         user_env.load_env(f"{path}:T", tasks=rows_file(str(tmp_path), [ROW]), reward=f"{path}:reward",
                           test_tasks=rows_file(str(tmp_path), [{**ROW, "split": "train"}], "t2.jsonl"))
@@ -307,6 +314,7 @@ def test_lookup_trl_tasks_file_is_what_its_script_writes_with_lookups_held_out_r
     assert (tmp_path / "t.jsonl").read_text() == open(LOOKUP_TASKS).read()
     loaded = lookup()
     assert (len(loaded.train_tasks), len(loaded.test_tasks)) == (768, 256)
+    assert loaded.digest == lookup().digest != lookup(max_turns=3).digest  # the tiny model's cache key
     pair = lambda t: (envs.LookupEnv.lockers.index(t["row"]["ask"]) + t["row"]["codes"][t["row"]["ask"]]) % 4
     assert all(pair(t) == 0 for t in loaded.test_tasks) and all(pair(t) != 0 for t in loaded.train_tasks)
     assert len({json.dumps(t["row"], sort_keys=True) for t in loaded.train_tasks + loaded.test_tasks}) == 1024
