@@ -154,7 +154,7 @@ def python_calls(text):
 def parse_calls(text, python_list=True):
     """The calls in one assistant message, in order: (name, args, kwargs) or an error message each.
     [] means no call at all: plain text, which ends the user turn. python_list=False reads <tool_call> blocks
-    only (user_env.py: TRL's format, where a final answer may well be a list)."""
+    only (trl_env.py: TRL's format, where a final answer may well be a list)."""
     if len(text) > MAX_TEXT:
         return [f"a message longer than {MAX_TEXT} characters is not read"]
     text = _without_thinking(text)

@@ -172,7 +172,8 @@ def load_trl(cls, tasks, test_tasks, reward, max_turns=0, success_at=SUCCESS_AT,
     own = getattr(cls, "max_turns", None)  # this project's extension: TRL ignores a class attribute
     max_turns = max_turns or (own if isinstance(own, int) and own >= 1 else DEFAULT_MAX_TURNS)
     setup = TrlSetup(cls=cls, name=label, functions=functions, schemas=schemas, reward=reward_fn,
-                     get_reward=callable(get_reward), max_turns=max_turns, success_at=success_at, tool_seconds=tool_seconds, max_tool_output=max_tool_output,
+                     get_reward=callable(get_reward), max_turns=max_turns, success_at=success_at,
+                     tool_seconds=tool_seconds, max_tool_output=max_tool_output,
                      train=[{"id": f"{label}-train-{i}", "row": r} for i, (_, r) in enumerate(train)],
                      test=[{"id": f"{label}-test-{i}", "row": r} for i, (_, r) in enumerate(test)])
     return LoadedEnv(label, functools.partial(TrlEnv, setup), setup.train, setup.test,
