@@ -12,9 +12,10 @@ Two kinds of class, told apart by their shape (docs/environments.md: examples an
 - TRL's `environment_factory` kind (a `reset` and public methods, no `step`), with a JSONL tasks file and TRL's
   reward function or a `get_reward` method: trl_env.py checks it and plays it through this project's interface.
 
-How it connects (issue 29's phase 2 wires it in): train.py and eval.py call load_env() for an --env with a ':'
-(envs.make_env for a built-in name) and hand loaded.factory to rollout.rollout(); tiny.py's warm-up calls
-random_action() on its environments, and its cache key can take loaded.digest.
+How it connects: train.Args and eval.EvalArgs inherit EnvArgs (the flags that name the environment), and both
+call resolve_env(), which gives the same LoadedEnv for a built-in name (envs.make_env) and for a class of yours
+(load_env); they hand loaded.factory to rollout.rollout(). With --model tiny, tiny.model_path(..., loaded) warms
+the tiny model up on your class's random_action() once, cached under loaded.digest.
 """
 
 import functools
@@ -26,7 +27,11 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
+
+import envs
+from seeupo import knob
 
 
 def fail(message):
@@ -49,7 +54,48 @@ class LoadedEnv(NamedTuple):
     factory: Callable   # factory() -> a fresh environment for one episode
     train_tasks: list   # plain JSON dicts, each with a unique "id"
     test_tasks: list
-    digest: str         # a hash of all that shapes its episodes (code, tasks): for the tiny model's cache key
+    digest: str         # a hash of all that shapes its episodes (code, tasks): the tiny model's cache key ("" for
+    #                     a built-in environment: the default tiny model, warmed up on envs.ENVS, plays it)
+
+
+@dataclass
+class EnvArgs:
+    """The flags that name the environment (train.Args and eval.EvalArgs inherit them; resolve_env reads them)."""
+    env: str = knob("lookup", f"environment: {', '.join(envs.ENV_NAMES)} (bfcl: see README, needs bfcl-eval), or a "
+                              "class of yours, FILE.py:Class or package.module:Class (docs/environments.md)")
+    tasks: str = knob("", "a TRL-style --env class's tasks, FILE.jsonl: a row per task, a `prompt` and reset()'s "
+                          "columns, `split` train or test")
+    test_tasks: str = knob("", "the TRL-style class's held-out rows in their own FILE.jsonl")
+    reward: str = knob("", "the TRL-style class's reward, FILE.py:function (TRL's reward_func), unless it has "
+                           "get_reward()")
+    max_turns: int = knob(0, "policy turns per episode (0: the environment's own limit)")
+    max_tool_output: int = knob(2000, "BFCL and TRL-style classes: tool outputs longer than this many characters are "
+                                      "truncated, marked")
+
+
+def resolve_env(args, need_random_action=False, **builtin):
+    """What --env names, as one LoadedEnv for both kinds: a built-in environment (envs.make_env; `builtin`: what
+    its class takes besides max_turns, e.g. BFCL's category) or a class of yours (load_env). args: EnvArgs (or
+    train.Args, eval.EvalArgs). need_random_action: --model tiny (its warm-up plays random actions). Every problem
+    stops here in one line, before any model is loaded."""
+    if args.tasks.strip().isdigit():
+        fail(f"--tasks names a tasks file, FILE.jsonl (of a TRL-style --env class); the number of held-out tasks "
+             f"is --eval_tasks {args.tasks.strip()}")
+    kwargs = {"max_turns": args.max_turns} if args.max_turns else {}
+    if ":" in args.env:
+        return load_env(args.env, args.tasks or None, args.test_tasks or None, args.reward or None, args.max_turns,
+                        need_random_action, max_tool_output=args.max_tool_output)
+    names = (*envs.ENVS, "bfcl")  # read now: a class added to envs.ENVS after import counts (EXERCISES.md, 4)
+    if args.env not in names:
+        fail(f"unknown --env {args.env!r}: choose one of {', '.join(names)}, or give a class of yours as FILE.py:Class "
+             f"or package.module:Class (docs/environments.md)")
+    for flag in ("tasks", "test_tasks", "reward"):
+        if getattr(args, flag):
+            fail(f"--{flag} is for a TRL-style class (--env FILE.py:Class); --env {args.env} has its own tasks and "
+                 f"reward")
+    factory = functools.partial(envs.make_env, args.env, **builtin, **kwargs)
+    env = factory()
+    return LoadedEnv(env.name, factory, env.tasks("train"), env.tasks("test"), "")  # no digest: the default tiny
 
 
 def digest(cls, *parts):

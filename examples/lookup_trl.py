@@ -8,8 +8,10 @@ this project; user_env.py plays it (docs/environments.md):
 
 The user asks for the code in one of four lockers; get(locker) opens one and tells its code, answer(code) submits.
 The reward gives lookup's partial credit: 0.5 for having opened the asked locker, plus 0.5 for the right code
-(answered after opening it). Held out, as in envs.LookupEnv: the tasks whose (asked locker, code) pair is one of 4
-of the 16, which no training task has.
+(answered after opening it). As in lookup, where an answer ends the episode, nothing counts after the answer: TRL
+ends an episode only when the model writes no call, so a get() after it opens nothing. The codes are 0-3, and
+answer's docstring says so (an enum in its schema). Held out, as in envs.LookupEnv: the tasks whose (asked locker,
+code) pair is one of 4 of the 16, which no training task has.
 """
 
 import itertools
@@ -39,6 +41,8 @@ class LookupTRL:
         """
         if locker not in self.codes:
             raise ValueError(f"there is no locker {locker}; choose A, B, C or D")
+        if self.answered is not None:  # in lookup an answer ends the episode; TRL ends one only without a call
+            return "already answered"
         self.opened.add(locker)
         return f"{locker} has {self.codes[locker]}"
 
@@ -46,7 +50,7 @@ class LookupTRL:
         """Submit the code of the locker the user asked about. Only the first answer counts.
 
         Args:
-            code: The code.
+            code: The code. (choices: [0, 1, 2, 3])
 
         Returns:
             Whether it is right.

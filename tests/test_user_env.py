@@ -9,6 +9,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -347,11 +349,17 @@ def test_lookup_trl_played_perfectly_earns_1_and_partly_half(split):
         env.reset(task)  # the right code without opening the locker, then a final answer: nothing
         step(env, call("answer", code=codes[ask]))
         assert step(env, "It is done.")[1:] == (True, 0.0, {"success": False})
+        env.reset(task)  # nothing counts after the answer (in lookup it ends the episode): opening the locker neither
+        step(env, call("answer", code=codes[ask]))
+        assert step(env, call("get", locker=ask)) == ([{"role": "tool", "name": "get", "content": "already answered"},
+                                                       {"role": "user", "content": "max_turns 2 reached; reward 0"}],
+                                                      True, 0.0, {"success": False})
 
 
 def test_lookup_trl_random_actions_are_well_formed_at_their_rates():
-    """random_action: 1 in 10 a final answer, else one of the two tools; get's locker from its enum, answer's code
-    0-9. Rates over 2 turns: opened the asked locker a + (0.9 - a) a with a = 0.9/2/4, success a * 0.45 / 10."""
+    """random_action: 1 in 10 a final answer, else one of the two tools; get's locker and answer's code from their
+    enums. Rates over 2 turns (a get after an answer opens nothing): opened the asked locker a + (0.45 - a) a with
+    a = 0.9/2/4, success a * 0.45 / 4."""
     loaded, rng, n = lookup(), random.Random(0), 6000
     opened = success = finals = 0
     texts = set()
@@ -368,9 +376,10 @@ def test_lookup_trl_random_actions_are_well_formed_at_their_rates():
         opened += env.instance.ask in env.instance.opened
         success += info["success"]
     a = 0.9 / 8
-    for count, p in [(opened, a + (0.9 - a) * a), (success, a * 0.45 / 10)]:
+    for count, p in [(opened, a + (0.45 - a) * a), (success, a * 0.45 / 4)]:
         assert abs(count / n - p) < 4 * (p * (1 - p) / n) ** 0.5, (count / n, p)
-    assert {call("get", locker=x) for x in "ABCD"} | {call("answer", code=k) for k in range(10)} <= texts
+    assert {call("get", locker=x) for x in "ABCD"} | {call("answer", code=k) for k in range(4)} == \
+        {t for t in texts if t.startswith("<tool_call>")}
     assert 0.05 < finals / n < 0.2  # about 0.1 + 0.9 * 0.1 per episode
 
 
@@ -472,22 +481,78 @@ def test_the_reward_is_called_the_trl_way(tmp_path):
     assert seen["trainer_state"] is None and {"log_extra", "log_metric"} <= set(seen) and "split" not in seen
 
 
-def test_the_rollout_loop_plays_it_through_the_chat_template():
-    """rollout.rollout() with the tiny tokenizer: the tools rendered in the prompt, the perfect policy paid 1."""
-    from rollout import Sampling, ScriptedPolicy, rollout
-    from tiny import tiny_tokenizer
-    loaded, tokenizer = lookup(), tiny_tokenizer(0)
+def test_the_rollout_loop_plays_it_through_the_tiny_template_with_its_call_tokens():
+    """rollout.rollout() with the tiny tokenizer and the tokens lookup_trl's tiny model adds: the tools one line each,
+    a call in 6 tokens that decode to its text, new embeddings the mean of their pieces', the perfect policy paid 1."""
+    import torch
+    import tiny
+    from rollout import SamplingArgs, rollout
+    loaded, tokenizer = lookup(), tiny.tiny_tokenizer(0)
+    model, get_c = tiny.tiny_model(tokenizer, 0), call("get", locker="C")
+    opening = '<tool_call>\n{"name": "get", "arguments": {'
+    pieces, opening_pieces = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (get_c, opening))
+    tiny.add_tokens(model, tokenizer, tiny.call_tokens(loaded.factory().tools))
+    ids = tokenizer(get_c, add_special_tokens=False)["input_ids"]
+    assert (len(pieces), len(ids)) == (63, 6) and tokenizer.decode(ids) == get_c
+    assert ids[0] == tokenizer.convert_tokens_to_ids(opening)
+    for weights in (model.lm_head.weight, model.get_input_embeddings().weight):
+        assert torch.equal(weights[ids[0]], weights[opening_pieces].mean(0))
 
     def perfect(episode):
         row = episode.task["row"]
         return call("answer", code=row["codes"][row["ask"]]) if episode.turn_spans else call("get", locker=row["ask"])
 
-    episodes = rollout(ScriptedPolicy(tokenizer, perfect), loaded.factory, loaded.test_tasks[:4], 2,
-                       Sampling(max_new_tokens=128, max_context=1024))
+    episodes = rollout(tiny.ScriptedPolicy(tokenizer, perfect), loaded.factory, loaded.test_tasks[:4], 2,
+                       SamplingArgs(max_new_tokens=16))
     assert [(e.reward, e.success, len(e.turn_spans)) for e in episodes] == [(1.0, True, 2)] * 8
+    assert len({id(e.env) for e in episodes}) == 8 and len(episodes[0].turn_spans[0]) == 2
     text = tokenizer.decode(episodes[0].token_ids)
-    assert '"enum": ["A", "B", "C", "D"]' in text and "<tool_response>\n" in text
-    assert len({id(e.env) for e in episodes}) == 8
+    assert text.startswith('<|im_start|>system\n<tools>\nanswer(code: 0|1|2|3)\nget(locker: "A"|"B"|"C"|"D")\n'
+                           '</tools><|im_end|>\n<|im_start|>user\nCode of ')
+    assert "<|im_start|>user\n<tool_response>\n" in text
+    # an assistant message with TRL's tool_calls renders as the model writes them: bfcl_calls parses it back
+    asked = {"type": "function", "function": {"name": "get", "arguments": {"locker": "C"}}}
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
+                                              {"role": "assistant", "content": "", "tool_calls": [asked]}],
+                                             tools=loaded.factory().tools, tokenize=False)
+    assert get_c in rendered and bfcl_calls.parse_calls(rendered.split("assistant\n")[1]) == [("get", [], {"locker": "C"})]
+
+
+def test_one_function_resolves_a_built_in_and_a_class_of_yours_with_one_line_per_problem():
+    from user_env import EnvArgs, resolve_env
+    built_in = resolve_env(EnvArgs(env="relay", max_turns=3))
+    assert (built_in.name, built_in.factory().max_turns, built_in.digest) == ("relay", 3, "")
+    assert built_in.train_tasks == envs.RelayEnv.tasks("train") and built_in.test_tasks == envs.RelayEnv.tasks("test")
+    yours = resolve_env(EnvArgs(env=f"{LOOKUP}:LookupTRL", tasks=LOOKUP_TASKS, reward=f"{LOOKUP}:reward"), True)
+    assert (yours.name, yours.train_tasks, yours.test_tasks, yours.digest) == \
+        (lookup().name, lookup().train_tasks, lookup().test_tasks, lookup().digest)
+    for args, says in [(EnvArgs(env="appworld"), "choose one of lookup, guess, relay, bfcl, or give a class of yours"),
+                       (EnvArgs(tasks="64"), "the number of held-out tasks is --eval_tasks 64"),
+                       (EnvArgs(env="guess", reward=f"{LOOKUP}:reward"), "--reward is for a TRL-style class")]:
+        with pytest.raises(SystemExit) as e:
+            resolve_env(args)
+        assert str(e.value).startswith("error: ") and says in str(e.value), e.value
+
+
+def test_a_call_that_cannot_fit_in_max_new_tokens_is_one_line_naming_the_flag():
+    """The default tokenizer spells lookup_trl's get call in 63 tokens: a turn of 16 cannot hold one."""
+    from rollout import Policy, SamplingArgs, check_context
+    from tiny import tiny_tokenizer
+    loaded, policy = lookup(), Policy(None, tiny_tokenizer(0))
+    with pytest.raises(SystemExit) as e:
+        check_context(policy, loaded.factory(), loaded.train_tasks[0], SamplingArgs())
+    assert str(e.value) == ("error: a well-formed action of LookupTRL takes up to 64 of this model's tokens (with the "
+                            "end of turn), more than --max_new_tokens 16: raise --max_new_tokens to 64 or more")
+    check_context(policy, loaded.factory(), loaded.train_tasks[0], SamplingArgs(max_new_tokens=64))
+
+
+def test_eval_takes_the_same_env_flags_and_a_count_of_tasks_is_eval_tasks(offline_hub):
+    import eval as evaluation
+    for argv, says in [(["--tasks", "64"], "the number of held-out tasks is --eval_tasks 64"),
+                       (["--env", f"{LOOKUP}:LookupTRL"], "give its tasks with --tasks FILE.jsonl")]:
+        with pytest.raises(SystemExit) as e:
+            evaluation.main(argv)
+        assert str(e.value).startswith("error: ") and says in str(e.value) and "\n" not in str(e.value)
 
 
 # ----------------------------------------------------------------------------- hostile text (test_bfcl_hostile.py's)
@@ -585,3 +650,30 @@ def test_hostile_text_never_crashes_hangs_calls_a_private_name_or_carries_state(
         env = target.factory()
         env.reset(target.train_tasks[0])
         step(env, text)
+
+
+# ----------------------------------------------------------------------------- through train.py and eval.py
+COUNTER = os.path.join(ROOT, "tests", "counter_trl.py")
+COUNTER_FLAGS = ["--env", f"{COUNTER}:Counter", "--tasks", os.path.join(ROOT, "tests", "counter_trl.jsonl"),
+                 "--reward", f"{COUNTER}:reward", "--max_turns", "4"]
+
+
+@pytest.mark.slow
+def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_scores_it_the_same_way(tmp_path):
+    """tests/counter_trl.py (a TRL-style class of its own make: its tasks file, its reward function) trains two steps
+    with --model tiny (whose warm-up on it is built once, cached under its digest) through train.py; its private
+    methods never run; eval.py on the adapter gives the held-out numbers train.py logged, base and adapter."""
+    from conftest import SMALL, records, run_train
+    out, log = str(tmp_path / "run"), tmp_path / "private.log"
+    env = {"COUNTER_TRL_LOG": str(log), "OMP_NUM_THREADS": "2"}
+    run_train(*COUNTER_FLAGS, *SMALL, "--steps", "2", "--eval_every", "0", "--eval_tasks", "3", "--out", out, env=env)
+    rows = records(out)
+    assert [r["step"] for r in rows if "reward_mean" in r] == [1, 2] and not log.exists()
+    assert all(r["malformed_turns"] < r["episodes"] * 4 for r in rows if "reward_mean" in r)
+    start, end = (r["eval_success_rate"] for r in rows if "eval_success_rate" in r)
+    evaluated = subprocess.run([sys.executable, "eval.py", *COUNTER_FLAGS, "--adapter", os.path.join(out, "adapter"),
+                                "--eval_tasks", "3", "--samples", "2", "--k", "1", "--json", str(tmp_path / "e.json")],
+                               cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    table = json.load(open(tmp_path / "e.json"))["results"]["Counter"]
+    assert (table["base"]["success_rate"], table["adapter"]["success_rate"]) == (start, end) and not log.exists()
