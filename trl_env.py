@@ -304,11 +304,15 @@ class TrlEnv:
 
     def random_action(self, rng):
         """A well-formed call of a random tool with random arguments, written as a model writes it (the tiny
-        model's warm-up): an enum's values, integers 0-9, words of the task's text, booleans; the required
-        arguments and each optional one half the time. One time in 10 (FINAL_ANSWER), a word without a call."""
+        model's warm-up): a tool not yet called in this episode while there is one (each tool once, in a random
+        order, before any repeats), else any; an enum's values, integers 0-9, words of the task's text, booleans;
+        the required arguments and each optional one half the time. One time in 10 (FINAL_ANSWER), a word
+        without a call. (Any tool at every turn instead: examples/lookup_trl.py learned 4x slower, docs/
+        environments.md.)"""
         if rng.random() < FINAL_ANSWER:
             return rng.choice(self.words)
-        tool = rng.choice(self.tools)["function"]
+        called = {c["function"]["name"] for m in self.completion for c in m.get("tool_calls", [])}
+        tool = rng.choice([t for t in self.tools if t["function"]["name"] not in called] or self.tools)["function"]
         parameters = tool.get("parameters", {})
         required = parameters.get("required", [])
         arguments = {name: self._random_value(schema, rng) for name, schema in parameters.get("properties", {}).items()

@@ -357,30 +357,31 @@ def test_lookup_trl_played_perfectly_earns_1_and_partly_half(split):
 
 
 def test_lookup_trl_random_actions_are_well_formed_at_their_rates():
-    """random_action: 1 in 10 a final answer, else one of the two tools; get's locker and answer's code from their
-    enums. Rates over 2 turns (a get after an answer opens nothing): opened the asked locker a + (0.45 - a) a with
-    a = 0.9/2/4, success a * 0.45 / 4."""
+    """random_action: 1 in 10 a final answer, else a tool not called yet in the episode (then any); get's locker and
+    answer's code from their enums. Over 2 turns: turn 1 get or answer (0.45 each), turn 2 the other one (0.9); a
+    get after the answer opens nothing, so the asked locker is opened at a = 0.45/4 and success is a * 0.9 / 4."""
     loaded, rng, n = lookup(), random.Random(0), 6000
     opened = success = finals = 0
-    texts = set()
+    orders, seen = {}, set()
     for i in range(n):
         env = loaded.factory()
         env.reset(loaded.train_tasks[i % len(loaded.train_tasks)])
-        done = False
+        done, texts = False, []
         while not done:
-            text = env.random_action(rng)
-            texts.add(text)
-            finals += "<tool_call>" not in text
-            _, done, reward, info = env.step(text)
+            texts.append(env.random_action(rng))
+            _, done, reward, info = env.step(texts[-1])
             assert not info.get("malformed")
+        finals += sum("<tool_call>" not in t for t in texts)
+        seen.update(t for t in texts if "<tool_call>" in t)
+        order = " ".join(t.split('"')[3] if "<tool_call>" in t else "final" for t in texts)
+        orders[order] = orders.get(order, 0) + 1
         opened += env.instance.ask in env.instance.opened
         success += info["success"]
-    a = 0.9 / 8
-    for count, p in [(opened, a + (0.45 - a) * a), (success, a * 0.45 / 4)]:
-        assert abs(count / n - p) < 4 * (p * (1 - p) / n) ** 0.5, (count / n, p)
-    assert {call("get", locker=x) for x in "ABCD"} | {call("answer", code=k) for k in range(4)} == \
-        {t for t in texts if t.startswith("<tool_call>")}
-    assert 0.05 < finals / n < 0.2  # about 0.1 + 0.9 * 0.1 per episode
+    a = 0.45 / 4
+    for count, p in [(opened, a), (success, a * 0.9 / 4), (finals, 0.1 + 0.9 * 0.1), (orders["get answer"], 0.45 * 0.9),
+                     (orders.get("get get", 0) + orders.get("answer answer", 0), 0)]:
+        assert abs(count / n - p) <= 4 * (p * (1 - p) / n) ** 0.5, (count / n, p)
+    assert seen == {call("get", locker=x) for x in "ABCD"} | {call("answer", code=k) for k in range(4)}
 
 
 def test_random_action_draws_every_schema_type(spy):
