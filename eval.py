@@ -4,6 +4,8 @@ transcripts of episodes, and plots of finished runs.
     python eval.py --adapter runs/default/adapter              # base vs adapter, a small table
     python eval.py --adapter runs/default/adapter --show 2     # ...and two held-out episodes of each
     python eval.py --env bfcl --adapter DIR/adapter            # per BFCL category + the multi-turn mean
+    python eval.py --env my_env.py:MyEnv --tasks tasks.jsonl --reward my_env.py:reward --adapter DIR/adapter
+                                                               # a class of yours, with train.py's flags for it
     python eval.py --adapter runs/default/adapter --json eval.json   # ...and the table as JSON, for scripts
     python eval.py --plot runs/default                         # runs/default/plot.png from metrics.jsonl
 
@@ -206,7 +208,8 @@ def main(argv=None):
     if args.env == "bfcl":  # the leaderboard's multi-turn score: the unweighted mean over categories
         results["multi_turn_mean"] = {name: {"success_rate": sum(results[c][name]["success_rate"] for c in variants)
                                              / len(variants)} for name in columns}
-    print(f"\n{args.env}: {args.eval_tasks} held-out tasks (at most) x {args.samples} samples, temperature {args.temperature}")
+    print(f"\n{args.env}: {args.eval_tasks} held-out tasks (at most) x {args.samples} samples, temperature "
+          f"{args.temperature}")
     print(f"{'':36}" + "".join(f"{name:>10}" for name in columns))
     for label, by_column in results.items():
         for key in by_column["base"]:

@@ -4,6 +4,10 @@ Each step: pick tasks (each process its own whole groups) -> rollout.rollout() p
 seeupo.grae_advantages() (batch statistics over all processes) -> seeupo.sweep() updates the LoRA adapter
 turn by turn, last turn first -> one metrics line. Held-out evaluation goes through eval.evaluate().
 
+The environment: a built-in one (--env lookup, guess, relay, bfcl) or a class of yours (--env my_env.py:MyEnv, a
+TRL environment_factory class with --tasks and --reward too): user_env.resolve_env gives both as one LoadedEnv
+(docs/environments.md).
+
 Args is the whole configuration. It inherits the method's knobs from seeupo.SweepConfig (--algo is a preset of
 --schedule, --loss and --baseline), and the policy's and sampling's flags from rollout.PolicyArgs and
 rollout.SamplingArgs (eval.py shares those): each flag's default and help are written once, where it is used.

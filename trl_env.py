@@ -307,8 +307,8 @@ class TrlEnv:
         model's warm-up): a tool not yet called in this episode while there is one (each tool once, in a random
         order, before any repeats), else any; an enum's values, integers 0-9, words of the task's text, booleans;
         the required arguments and each optional one half the time. One time in 10 (FINAL_ANSWER), a word
-        without a call. (Any tool at every turn instead: examples/lookup_trl.py learned 4x slower, docs/
-        environments.md.)"""
+        without a call. (With any tool at every turn, examples/lookup_trl.py's tiny model had to learn the order
+        of its tools by RL too: held-out 0.45 after 100 steps, against 0.95 after 40; docs/environments.md.)"""
         if rng.random() < FINAL_ANSWER:
             return rng.choice(self.words)
         called = {c["function"]["name"] for m in self.completion for c in m.get("tool_calls", [])}

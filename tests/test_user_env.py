@@ -19,6 +19,7 @@ import pytest
 import bfcl_calls
 import envs
 import user_env
+from conftest import SMALL, records, run_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOOKUP = os.path.join(ROOT, "examples", "lookup_trl.py")
@@ -516,7 +517,8 @@ def test_the_rollout_loop_plays_it_through_the_tiny_template_with_its_call_token
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
                                               {"role": "assistant", "content": "", "tool_calls": [asked]}],
                                              tools=loaded.factory().tools, tokenize=False)
-    assert get_c in rendered and bfcl_calls.parse_calls(rendered.split("assistant\n")[1]) == [("get", [], {"locker": "C"})]
+    assert get_c in rendered
+    assert bfcl_calls.parse_calls(rendered.split("assistant\n")[1]) == [("get", [], {"locker": "C"})]
 
 
 def test_one_function_resolves_a_built_in_and_a_class_of_yours_with_one_line_per_problem():
@@ -654,7 +656,9 @@ def test_hostile_text_never_crashes_hangs_calls_a_private_name_or_carries_state(
 
 
 # ----------------------------------------------------------------------------- through train.py and eval.py
+MARGIN = 0.3  # placeholder until measured
 COUNTER = os.path.join(ROOT, "tests", "counter_trl.py")
+LOOKUP_FLAGS = ["--env", f"{LOOKUP}:LookupTRL", "--tasks", LOOKUP_TASKS, "--reward", f"{LOOKUP}:reward"]
 COUNTER_FLAGS = ["--env", f"{COUNTER}:Counter", "--tasks", os.path.join(ROOT, "tests", "counter_trl.jsonl"),
                  "--reward", f"{COUNTER}:reward", "--max_turns", "4"]
 
@@ -664,13 +668,13 @@ def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_score
     """tests/counter_trl.py (a TRL-style class of its own make: its tasks file, its reward function) trains two steps
     with --model tiny (whose warm-up on it is built once, cached under its digest) through train.py; its private
     methods never run; eval.py on the adapter gives the held-out numbers train.py logged, base and adapter."""
-    from conftest import SMALL, records, run_train
     out, log = str(tmp_path / "run"), tmp_path / "private.log"
-    env = {"COUNTER_TRL_LOG": str(log), "OMP_NUM_THREADS": "2"}
-    run_train(*COUNTER_FLAGS, *SMALL, "--steps", "2", "--eval_every", "0", "--eval_tasks", "3", "--out", out, env=env)
+    env = {"COUNTER_TRL_LOG": str(log), "OMP_NUM_THREADS": "1"}  # eval.py: train.py's one thread, its numbers
+    run_train(*COUNTER_FLAGS, *SMALL, "--steps", "2", "--eval_every", "0", "--eval_tasks", "3", "--cpu_threads", "1",
+              "--out", out, env=env)
     rows = records(out)
-    assert [r["step"] for r in rows if "reward_mean" in r] == [1, 2] and not log.exists()
-    assert all(r["malformed_turns"] < r["episodes"] * 4 for r in rows if "reward_mean" in r)
+    steps = [r for r in rows if "reward_mean" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(r["turns_mean"] > 1 for r in steps) and not log.exists()
     start, end = (r["eval_success_rate"] for r in rows if "eval_success_rate" in r)
     evaluated = subprocess.run([sys.executable, "eval.py", *COUNTER_FLAGS, "--adapter", os.path.join(out, "adapter"),
                                 "--eval_tasks", "3", "--samples", "2", "--k", "1", "--json", str(tmp_path / "e.json")],
@@ -678,3 +682,14 @@ def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_score
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     table = json.load(open(tmp_path / "e.json"))["results"]["Counter"]
     assert (table["base"]["success_rate"], table["adapter"]["success_rate"]) == (start, end) and not log.exists()
+    assert "building" not in evaluated.stdout + evaluated.stderr  # the tiny model train.py built, from the cache
+
+
+@pytest.mark.slow
+def test_lookup_trl_learns_with_the_tiny_model(tmp_path):
+    """examples/lookup_trl.py, lookup written the TRL way, learns through train.py with --model tiny as lookup does:
+    MARGIN_DOC"""
+    out = str(tmp_path / "run")
+    run_train(*LOOKUP_FLAGS, "--steps", "20", "--eval_every", "0", "--cpu_threads", "1", "--out", out)
+    evals = [r["eval_success_rate"] for r in records(out) if "eval_success_rate" in r]
+    assert evals[-1] >= evals[0] + MARGIN, evals
