@@ -205,9 +205,10 @@ def build_tiny(seed, env=None, log=print):
         model = tiny_model(tokenizer, seed)
         names = list(envs.ENVS)
 
-        def draw(step):  # the toy environments in turn
-            env_cls = envs.ENVS[names[step % len(names)]]
-            return env_cls, rng.sample(env_cls.tasks("train"), TINY_WARMUP["episodes"])
+        def draw(step):  # the environments of envs.ENVS in turn (one with fewer tasks than a step: drawn again)
+            env_cls, k = envs.ENVS[names[step % len(names)]], TINY_WARMUP["episodes"]
+            tasks = env_cls.tasks("train")
+            return env_cls, rng.sample(tasks, k) if len(tasks) >= k else rng.choices(tasks, k=k)
         loss = warm_up(model, tokenizer, draw, TINY_WARMUP["steps"], TINY_WARMUP["lr"], SamplingArgs(), rng)
     else:
         base = build_tiny(seed, log=log)
