@@ -332,7 +332,8 @@ def check_context(policy, env, task, sampling):
         longest = max(len(policy.tokenizer(env.random_action(rng), add_special_tokens=False)["input_ids"]) + 1
                       for _ in range(32))  # + the end-of-turn token
         if longest > sampling.max_new_tokens:
-            raise SystemExit(f"error: a well-formed action of {env.name} takes up to {longest} of this model's tokens "
+            name = getattr(env, "name", type(env).__name__)  # a class of yours (--env FILE.py:Class) may have none
+            raise SystemExit(f"error: a well-formed action of {name} takes up to {longest} of this model's tokens "
                              f"(with the end of turn), more than --max_new_tokens {sampling.max_new_tokens}: raise "
                              f"--max_new_tokens to {longest} or more")
 
