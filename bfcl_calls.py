@@ -151,9 +151,10 @@ def python_calls(text):
     return [_python_call(node) for node in tree.elts]
 
 
-def parse_calls(text):
+def parse_calls(text, python_list=True):
     """The calls in one assistant message, in order: (name, args, kwargs) or an error message each.
-    [] means no call at all: plain text, which ends the user turn."""
+    [] means no call at all: plain text, which ends the user turn. python_list=False reads <tool_call> blocks
+    only (trl_env.py: TRL's format, where a final answer may well be a list)."""
     if len(text) > MAX_TEXT:
         return [f"a message longer than {MAX_TEXT} characters is not read"]
     text = _without_thinking(text)
@@ -166,7 +167,7 @@ def parse_calls(text):
             calls.append("a <tool_call> without its </tool_call>")
         return calls
     text = text.strip()
-    return python_calls(text) if text.startswith("[") and text.endswith("]") else []
+    return python_calls(text) if python_list and text.startswith("[") and text.endswith("]") else []
 
 
 def canonical(name, args, kwargs):

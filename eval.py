@@ -4,6 +4,8 @@ transcripts of episodes, and plots of finished runs.
     python eval.py --adapter runs/default/adapter              # base vs adapter, a small table
     python eval.py --adapter runs/default/adapter --show 2     # ...and two held-out episodes of each
     python eval.py --env bfcl --adapter DIR/adapter            # per BFCL category + the multi-turn mean
+    python eval.py --env my_env.py:MyEnv --tasks tasks.jsonl --reward my_env.py:reward --adapter DIR/adapter
+                                                               # a class of yours, with train.py's flags for it
     python eval.py --adapter runs/default/adapter --json eval.json   # ...and the table as JSON, for scripts
     python eval.py --plot runs/default                         # runs/default/plot.png from metrics.jsonl
 
@@ -18,13 +20,11 @@ policy's and sampling's flags from rollout.PolicyArgs and SamplingArgs, as train
 defaults and help.
 """
 
-import functools
 import gzip
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import torch
 
@@ -32,6 +32,7 @@ import envs
 from rollout import PolicyArgs, SamplingArgs, check_context, load_policy, rollout
 from seeupo import ALL_TURNS, knob
 from tiny import model_path
+from user_env import EnvArgs, resolve_env
 
 
 def evaluate(policy, env_factory, tasks, samples, sampling, seed=0, reference=False):
@@ -159,15 +160,13 @@ def _align(series):
 
 
 @dataclass
-class EvalArgs(SamplingArgs, PolicyArgs):  # --temperature, --qlora, --max_context, ...: as train.py's
-    env: Literal[envs.ENV_NAMES] = knob("lookup", "environment")
+class EvalArgs(SamplingArgs, PolicyArgs, EnvArgs):  # --temperature, --qlora, --max_context, --env, ...: as train.py's
     model: str = knob("tiny", "base model: tiny, a Hub name or a local folder")
     adapter: str = knob("", "a saved adapter folder (train.py's OUT/adapter)")
-    tasks: int = knob(200, "held-out tasks to evaluate (the first N of the test split)")
+    eval_tasks: int = knob(200, "held-out tasks to evaluate (the first N of the test split)")
     samples: int = knob(4, "episodes per task")
     k: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "pass@k for these k (<= samples)"})
     categories: list[str] = field(default_factory=lambda: list(envs.BFCL_CATEGORIES), metadata={"help": "BFCL categories"})
-    max_tool_output: int = knob(2000, "BFCL: truncate longer tool outputs")
     seed: int = knob(0, "seed of the tiny model and of the sampling")
     show: int = knob(0, "print this many held-out episodes of each policy")
     plot: str = knob("", "plot this run folder's metrics.jsonl to DIR/plot.png, and stop")
@@ -184,18 +183,19 @@ def main(argv=None):
     if args.plot:
         print(plot_runs({"": [args.plot]}, os.path.join(args.plot, "plot.png")))
         return
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(model_path(args.model, args.seed), args, seed=args.seed, adapter=args.adapter or None,
-                         device=device)
-    variants = {args.env: {}}
+    variants = {args.env: {}}  # BFCL: each category on its own
     if args.env == "bfcl":
         variants = {c: {"category": c, "max_tool_output": args.max_tool_output} for c in args.categories}
+    loaded = {label: resolve_env(args, args.model == "tiny", **kwargs) for label, kwargs in variants.items()}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(model_path(args.model, args.seed, next(iter(loaded.values()))), args, seed=args.seed,
+                         adapter=args.adapter or None, device=device)
     columns = {"base": True, "adapter": False} if args.adapter else {"base": True}
     results, shown = {}, {}
-    for label, env_kwargs in variants.items():
-        env_factory = functools.partial(envs.make_env, args.env, **env_kwargs)
-        env = env_factory()
-        tasks = env.tasks("test")[: args.tasks]
+    for label, env_loaded in loaded.items():
+        label = label if args.env == "bfcl" else env_loaded.name  # a class of yours: its name, not its path
+        env_factory, env = env_loaded.factory, env_loaded.factory()
+        tasks = env_loaded.test_tasks[: args.eval_tasks]
         check_context(policy, env, tasks[0], args)
         for name, reference in columns.items():
             counts, episodes = evaluate(policy, env_factory, tasks, args.samples, args, args.seed, reference)
@@ -208,7 +208,8 @@ def main(argv=None):
     if args.env == "bfcl":  # the leaderboard's multi-turn score: the unweighted mean over categories
         results["multi_turn_mean"] = {name: {"success_rate": sum(results[c][name]["success_rate"] for c in variants)
                                              / len(variants)} for name in columns}
-    print(f"\n{args.env}: {args.tasks} held-out tasks (at most) x {args.samples} samples, temperature {args.temperature}")
+    print(f"\n{args.env}: {args.eval_tasks} held-out tasks (at most) x {args.samples} samples, temperature "
+          f"{args.temperature}")
     print(f"{'':36}" + "".join(f"{name:>10}" for name in columns))
     for label, by_column in results.items():
         for key in by_column["base"]:

@@ -24,6 +24,7 @@ nothing from envs.py; the environment interface is described there. seeupo.py gi
 
 import logging
 import os
+import random
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -316,11 +317,21 @@ def render_reply(tokenizer, reply, chat_kwargs=None):
 
 
 def check_context(policy, env, task, sampling):
-    """Stop before any rollout, in one line, if even the first prompt and one turn do not fit."""
+    """Stop before any rollout, in one line, if even the first prompt and one turn do not fit, or if a well-formed
+    action does not fit in one turn (the longest of 32 of the environment's random_action, where it has one)."""
     n = len(render_prompt(policy.tokenizer, env.reset(task), env.tools, policy.chat_kwargs))
     if n + sampling.max_new_tokens > sampling.max_context:
         raise SystemExit(f"error: the first prompt has {n} tokens, and a turn up to {sampling.max_new_tokens} more: "
                          f"raise --max_context above {n + sampling.max_new_tokens}")
+    if callable(getattr(env, "random_action", None)):
+        rng = random.Random(0)
+        longest = max(len(policy.tokenizer(env.random_action(rng), add_special_tokens=False)["input_ids"]) + 1
+                      for _ in range(32))  # + the end-of-turn token
+        if longest > sampling.max_new_tokens:
+            name = getattr(env, "name", type(env).__name__)  # a class of yours (--env FILE.py:Class) may have none
+            raise SystemExit(f"error: a well-formed action of {name} takes up to {longest} of this model's tokens "
+                             f"(with the end of turn), more than --max_new_tokens {sampling.max_new_tokens}: raise "
+                             f"--max_new_tokens to {longest} or more")
 
 
 def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):

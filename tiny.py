@@ -8,10 +8,13 @@ from its context) but knows no strategy.
 
   tiny_tokenizer(seed)  the BPE tokenizer and the chat template
   tiny_model(tokenizer, seed)  the random-init Qwen3 (the tests use it as is: no skill needed)
-  build_tiny(seed)      tokenizer + model + warm-up, saved as a model folder; returns the folder
-  tiny_path(seed)       that folder: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of
-                        everything that shapes the model (this file and the environments' code)
-  model_path(name, seed)   what --model names, as a folder or Hub name: "tiny" is built (once), the rest as given
+  build_tiny(seed, env)  tokenizer + model + warm-up, saved as a model folder; returns the folder. With `env`
+                        (a class of yours, user_env.LoadedEnv): the default model plus call_tokens(its tools),
+                        warmed up further on its random actions (ENV_WARMUP), so it speaks your format too
+  tiny_path(seed, digest)  that folder: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of
+                        everything that shapes the model (this file, the environments' code, your env's digest)
+  model_path(name, seed, env)   what --model names, as a folder or Hub name: "tiny" is built (once), the rest
+                        as given
   ScriptedPolicy        stands in for a model in rollout(): the warm-up's random actor, and the tests' oracle
 
 How it connects: train.py, eval.py and the bench scripts resolve --model with model_path() and load the folder
@@ -28,7 +31,7 @@ import random
 import shutil
 
 import torch
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 import envs
 from rollout import END_OF_TURN, Actions, Policy, SamplingArgs, rollout
@@ -40,12 +43,21 @@ TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, 
 # 800 steps with the lr decayed linearly to 0: copying a digit from a reply appears late (at 400 steps the
 # model still garbles ~75% of relay turns, at 800 ~6%), as in-context copying does in pretraining
 TINY_WARMUP = dict(steps=800, episodes=32, lr=3e-3)
-# ChatML as Qwen writes it: tools listed in the system turn, tool calls and tool responses as text.
+# a user environment's warm-up, from the default model (which can already copy): only its format is new. 200 x 16
+# episodes: 3 turns in 506 malformed after it, held-out lookup_trl at 0.05 (as lookup's); 150 x 32 at lr 1e-3 left 10%
+ENV_WARMUP = dict(steps=200, episodes=16, lr=3e-3)
+# ChatML as Qwen writes it: tools listed in the system turn (one line each, its name and its arguments' types or
+# enums: a JSON schema would be ~600 tokens of this tokenizer), tool calls and tool responses as text.
 # (HF renders with trim_blocks: a newline right after a {% tag %} is dropped, hence the {{ '\\n' }}.)
 TINY_CHAT_TEMPLATE = (
     "{% if tools %}<|im_start|>system\n"
     "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}"
-    "# Tools\n\n<tools>{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}{{ '\\n' }}</tools><|im_end|>\n"
+    "<tools>{% for tool in tools %}{% set f = tool.function if tool.function is defined else tool %}"
+    "{{ '\\n' }}{{ f.name }}({% for name, p in (f.parameters.properties if f.parameters is defined and "
+    "f.parameters.properties is defined else {}).items() %}{{ ', ' if not loop.first }}{{ name }}: "
+    "{{ p.enum | map('tojson') | join('|') if p.enum is defined else p.type if p.type is string "
+    "else p.type | join('|') if p.type is defined else 'any' }}"
+    "{% endfor %}){% endfor %}{{ '\\n' }}</tools><|im_end|>\n"
     "{% endif %}"
     "{% for m in messages %}"
     "{% if m.role == 'tool' %}"
@@ -117,20 +129,22 @@ class ScriptedPolicy(Policy):
         return out
 
 
-def model_path(name, seed=0):
-    """--model as what rollout.load_policy() takes: "tiny" is the embedded default (built once, cached), anything
-    else (a Hub name, a local folder) passes through unchanged."""
-    return build_tiny(seed) if name == "tiny" else name
+def model_path(name, seed=0, env=None):
+    """--model as what rollout.load_policy() takes: "tiny" is the embedded default (built once, cached), or with
+    `env` (user_env.LoadedEnv of a class of yours: a digest) the tiny model warmed up on that environment too;
+    anything else (a Hub name, a local folder) passes through unchanged."""
+    return build_tiny(seed, env if env is not None and env.digest else None) if name == "tiny" else name
 
 
-def tiny_path(seed):
+def tiny_path(seed, digest=""):
     """The cache folder of the tiny model for this seed; its name hashes everything that shapes it: this file
-    (the config, the template, the tokenizer, the warm-up) and envs.py, the environments it warms up on."""
+    (the config, the template, the tokenizer, the warm-up) and envs.py, the environments it warms up on; and for
+    a user's environment its digest (its code and tasks: user_env.LoadedEnv.digest)."""
     with open(__file__) as f:
         recipe = json.dumps([f.read(), inspect.getsource(envs)])  # the whole file: its helpers shape tasks too
-    digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
+    name = hashlib.sha256(recipe.encode()).hexdigest()[:10] + (f"-{digest}" if digest else "")
     root = os.environ.get("SEEUPO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "seeupo"))
-    return os.path.join(root, f"tiny-{digest}-seed{seed}")
+    return os.path.join(root, f"tiny-{name}-seed{seed}")
 
 
 def tiny_model(tokenizer, seed=0):
@@ -140,26 +154,17 @@ def tiny_model(tokenizer, seed=0):
                                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **TINY_CONFIG))
 
 
-def build_tiny(seed, log=print):
-    """Create (or find in the cache) the warmed-up tiny model; returns its folder."""
-    path = tiny_path(seed)
-    if os.path.exists(os.path.join(path, "config.json")):
-        return path
-    log(f"building the tiny default model (once; cached in {path}) ...")
-    tokenizer = tiny_tokenizer(seed)
-    model = tiny_model(tokenizer, seed)
+def warm_up(model, tokenizer, draw, steps, lr, sampling, rng):
+    """Next-token loss on whole transcripts of random episodes, as pretraining would: predicting the environment's
+    replies (say, "C has" after get(C)) teaches in-context copying; the actions are uniform noise. draw(step) ->
+    (environment factory, tasks) of one step; lr decays linearly to 0. Returns the last step's loss."""
     policy = Policy(model, tokenizer)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP["lr"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 - k / TINY_WARMUP["steps"])
-    rng = random.Random(seed)
-    names = list(envs.ENVS)
-    for step in range(TINY_WARMUP["steps"]):
-        env_cls = envs.ENVS[names[step % len(names)]]
-        tasks = rng.sample(env_cls.tasks("train"), TINY_WARMUP["episodes"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 - k / steps)
+    for step in range(steps):
+        factory, tasks = draw(step)
         random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng))
-        episodes = rollout(random_actor, env_cls, tasks, group_size=1, sampling=SamplingArgs())  # env_cls(): fresh env
-        # next-token loss on whole transcripts, as pretraining would: predicting the environment's
-        # replies (say, "C has" after get(C)) teaches in-context copying; the actions are uniform noise
+        episodes = rollout(random_actor, factory, tasks, group_size=1, sampling=sampling)  # factory(): fresh env
         every = [list(range(1, len(e.token_ids))) for e in episodes]
         logp, mask = policy.turn_logprobs([TurnSample(j, ALL_TURNS, len(e.token_ids),
                                                       Actions(e.token_ids, len(e.token_ids), q, q))
@@ -169,6 +174,53 @@ def build_tiny(seed, log=print):
         loss.backward()
         optimizer.step()
         schedule.step()
+    return loss.item()
+
+
+def call_tokens(tools):
+    """The tokens a user environment's tiny model adds to the default one's: the tool-call tags (Qwen has them
+    as tokens too) and, from the tools' schemas, each tool's call opening and each argument's key as json.dumps
+    writes them, and the closing. The default BPE splits JSON at every quote and brace (63 tokens for one call
+    of lookup_trl's get(locker); 7 with these), and its merges cannot be retrained without a new model."""
+    tokens = ["<tools>", "</tools>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+              "}}\n</tool_call>"]
+    for tool in tools or []:
+        function = tool.get("function", tool)
+        tokens.append('<tool_call>\n{"name": ' + json.dumps(function["name"]) + ', "arguments": {')
+        tokens += [json.dumps(key) + ": " for key in function.get("parameters", {}).get("properties", {})]
+    return list(dict.fromkeys(tokens))
+
+
+def build_tiny(seed, env=None, log=print):
+    """Create (or find in the cache) the warmed-up tiny model; returns its folder. env: a user_env.LoadedEnv of a
+    class of yours -- then the default model of this seed (built first if need be) with `call_tokens` added,
+    warmed up further on random episodes of that environment (ENV_WARMUP): it speaks your format too."""
+    path = tiny_path(seed, env.digest if env else "")
+    if os.path.exists(os.path.join(path, "config.json")):
+        return path
+    rng = random.Random(seed)
+    if env is None:
+        log(f"building the tiny default model (once; cached in {path}) ...")
+        tokenizer = tiny_tokenizer(seed)
+        model = tiny_model(tokenizer, seed)
+        names = list(envs.ENVS)
+
+        def draw(step):  # the environments of envs.ENVS in turn (one with fewer tasks than a step: drawn again)
+            env_cls, k = envs.ENVS[names[step % len(names)]], TINY_WARMUP["episodes"]
+            tasks = env_cls.tasks("train")
+            return env_cls, rng.sample(tasks, k) if len(tasks) >= k else rng.choices(tasks, k=k)
+        loss = warm_up(model, tokenizer, draw, TINY_WARMUP["steps"], TINY_WARMUP["lr"], SamplingArgs(), rng)
+    else:
+        base = build_tiny(seed, log=log)
+        log(f"warming the tiny model up on {env.name} (once; cached in {path}) ...")
+        tokenizer, model = AutoTokenizer.from_pretrained(base), Qwen3ForCausalLM.from_pretrained(base)
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE  # (the default's, unless its folder was put there by hand)
+        add_tokens(model, tokenizer, call_tokens(env.factory().tools))
+
+        def draw(step):  # with replacement: a tasks file may hold fewer rows than a step's episodes
+            return env.factory, rng.choices(env.train_tasks, k=ENV_WARMUP["episodes"])
+        loss = warm_up(model, tokenizer, draw, ENV_WARMUP["steps"], ENV_WARMUP["lr"],
+                       SamplingArgs(max_new_tokens=1024, max_context=4096), rng)  # a turn is never cut here
     tmp = f"{path}.tmp{os.getpid()}"
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -176,5 +228,17 @@ def build_tiny(seed, log=print):
         os.rename(tmp, path)  # atomic: a concurrent or killed build never leaves a half-written model
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
-    log(f"tiny model ready (warm-up loss {loss.item():.3f})")
+    log(f"tiny model ready (warm-up loss {loss:.3f})")
     return path
+
+
+def add_tokens(model, tokenizer, tokens):
+    """New tokens, each with the mean of its pieces' input and output embeddings (what it spells), not noise."""
+    pieces = {t: tokenizer(t, add_special_tokens=False)["input_ids"] for t in tokens}
+    tokenizer.add_tokens(tokens)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        for token, ids in pieces.items():
+            new = tokenizer.convert_tokens_to_ids(token)
+            for weights in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+                weights[new] = weights[ids].mean(0)

@@ -4,6 +4,10 @@ Each step: pick tasks (each process its own whole groups) -> rollout.rollout() p
 seeupo.grae_advantages() (batch statistics over all processes) -> seeupo.sweep() updates the LoRA adapter
 turn by turn, last turn first -> one metrics line. Held-out evaluation goes through eval.evaluate().
 
+The environment: a built-in one (--env lookup, guess, relay, bfcl) or a class of yours (--env my_env.py:MyEnv, a
+TRL environment_factory class with --tasks and --reward too): user_env.resolve_env gives both as one LoadedEnv
+(docs/environments.md).
+
 Args is the whole configuration. It inherits the method's knobs from seeupo.SweepConfig (--algo is a preset of
 --schedule, --loss and --baseline), and the policy's and sampling's flags from rollout.PolicyArgs and
 rollout.SamplingArgs (eval.py shares those): each flag's default and help are written once, where it is used.
@@ -27,7 +31,6 @@ Several processes on a CPU (other launch lines silently give one, or two lone, p
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py
 """
 
-import functools
 import os
 import random
 import time
@@ -47,11 +50,11 @@ from eval import evaluate, summarize, transcript
 from rollout import PolicyArgs, Remembered, SamplingArgs, check_context, load_policy, rollout, turn_samples
 from seeupo import knob
 from tiny import model_path
+from user_env import EnvArgs, resolve_env
 
 
 @dataclass
-class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs):  # + the method's, the sampling's and the policy's flags
-    env: Literal[envs.ENV_NAMES] = knob("lookup", "environment (bfcl: see README, needs bfcl-eval)")
+class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs, EnvArgs):  # + the method's, sampling's, policy's, env's flags
     model: str = knob("tiny", "policy: tiny (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a local folder")
     baseline_samples: Literal["episode", "turn"] = knob("episode", "--schedule all trains on one sample per episode, "
                                                        "or one per turn (the authors' baselines)")
@@ -63,10 +66,8 @@ class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs):  # + the method's, the
                                                                       "end)")
     optimizer_state: Literal["shared", "per_turn"] = knob("shared", "the sweep's AdamW moments: one set shared by all "
                                                          "turns, or one per turn index (each turn's update its own)")
-    max_turns: int = knob(0, "policy turns per episode (0: the environment's own limit)")
     bfcl_category: Literal[envs.BFCL_CATEGORIES] = knob("multi_turn_base", "BFCL v4 category to train on")
     bfcl_dense: bool = knob(False, "BFCL: reward = fraction of leading user turns that pass (eval stays binary)")
-    max_tool_output: int = knob(2000, "BFCL: tool outputs longer than this many characters are truncated, marked")
     eval_every: int = knob(10, "held-out evaluation every N steps (and at the start and the end; 0: only those)")
     eval_tasks: int = knob(128, "held-out tasks per evaluation")
     eval_samples: int = knob(2, "episodes per held-out task")
@@ -93,11 +94,11 @@ def main(argv=None):
     set_up_processes(args, accelerator)
     run = train_io.Run(accelerator, args.out)
     checkpoint = run.to_resume(args)  # None: a new run (a mixed or clobbered one stops here, in one line)
-    env_factory = functools.partial(envs.make_env, args.env, **make_env_kwargs(args))  # a fresh one per episode
-    env = env_factory()
-    train_tasks, test_tasks = env.tasks("train"), env.tasks("test")[: args.eval_tasks]
+    loaded = resolve_env(args, need_random_action=args.model == "tiny", **bfcl_kwargs(args))  # built-in or yours
+    env_factory, env = loaded.factory, loaded.factory()  # the factory: a fresh environment per episode
+    train_tasks, test_tasks = loaded.train_tasks, loaded.test_tasks[: args.eval_tasks]
     with accelerator.main_process_first():  # rank 0 builds the tiny model's cache, the others then read it
-        policy = load_policy(model_path(args.model, args.seed), args, seed=args.seed, device=device,
+        policy = load_policy(model_path(args.model, args.seed, loaded), args, seed=args.seed, device=device,
                              adapter=checkpoint and os.path.join(checkpoint, "adapter"))
     check_context(policy, env, train_tasks[0], args)
     # One AdamW, or one per turn index (each turn's update with its own moments). No accelerator.prepare():
@@ -185,12 +186,12 @@ def set_up_processes(args, accelerator):
         raise SystemExit(f"error: --tasks_per_step {args.tasks_per_step} must be a multiple of the {world} processes")
 
 
-def make_env_kwargs(args):
-    """What envs.make_env needs besides the name; training and its evaluations share it."""
-    kwargs = {"max_turns": args.max_turns} if args.max_turns else {}
-    if args.env == "bfcl":
-        kwargs.update(category=args.bfcl_category, dense_reward=args.bfcl_dense, max_tool_output=args.max_tool_output)
-    return kwargs
+def bfcl_kwargs(args):
+    """What `--env bfcl` takes besides max_turns (user_env.resolve_env adds it); training and its evaluations
+    share it."""
+    if args.env != "bfcl":
+        return {}
+    return dict(category=args.bfcl_category, dense_reward=args.bfcl_dense, max_tool_output=args.max_tool_output)
 
 
 def step_metrics(episodes, advantages, groups, stats, accelerator, max_turns, rollout_s, train_s):

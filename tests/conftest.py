@@ -30,7 +30,15 @@ SMALL = ["--tasks_per_step", "4", "--group_size", "4", "--eval_tasks", "8", "--p
 BAD_FLAGS = [
     (["--order", "backwards"], "argument --order: invalid choice: 'backwards'"),
     (["--algo", "ppo"], "argument --algo: invalid choice: 'ppo'"),
-    (["--env", "appworld"], "argument --env: invalid choice: 'appworld'"),
+    (["--env", "appworld"], "unknown --env 'appworld': choose one of lookup, guess, relay, bfcl, or give a class of "
+                            "yours as FILE.py:Class or package.module:Class"),
+    (["--tasks", "64"], "--tasks names a tasks file, FILE.jsonl (of a TRL-style --env class); the number of held-out "
+                        "tasks is --eval_tasks 64"),
+    (["--tasks", "t.jsonl"], "--tasks is for a TRL-style class (--env FILE.py:Class); --env lookup has its own tasks"),
+    (["--env", f"{ROOT}/examples/lookup_trl.py:LookupTRL"], "is a TRL-style class (reset, no step): give its tasks "
+                                                            "with --tasks FILE.jsonl"),
+    (["--env", f"{ROOT}/examples/lookup_trl.py:LookupTRL", "--tasks", f"{ROOT}/examples/lookup_trl.jsonl"],
+     "no reward for LookupTRL: give --reward FILE.py:function"),
     (["--group_size", "1"], "--group_size must be >= 2"),
     (["--tasks_per_step", "0"], "--tasks_per_step must be >= 1"),
     (["--algo", "grpo", "--order", "random"], "--order and --no_correction belong to --schedule sweep"),

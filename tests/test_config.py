@@ -135,10 +135,10 @@ def test_eval_json_is_the_printed_table(tmp_path, capsys):
     tiny_model(tokenizer, 0).save_pretrained(model)
     tokenizer.save_pretrained(model)
     load_policy(str(model), seed=0).model.save_pretrained(adapter)
-    table = evaluation.main(["--model", str(model), "--adapter", str(adapter), "--tasks", "3", "--samples", "2",
+    table = evaluation.main(["--model", str(model), "--adapter", str(adapter), "--eval_tasks", "3", "--samples", "2",
                              "--k", "1", "2", "--max_new_tokens", "8", "--json", str(out)])
     assert json.load(open(out)) == table
-    assert table["args"]["tasks"] == 3 and set(table["results"]) == {"lookup"}
+    assert table["args"]["eval_tasks"] == 3 and set(table["results"]) == {"lookup"}
     base, tuned = table["results"]["lookup"]["base"], table["results"]["lookup"]["adapter"]
     assert set(base) == {"tasks", "samples", "success_rate", "pass@1", "pass@2"} and base == tuned
     printed = capsys.readouterr().out
@@ -158,7 +158,7 @@ def test_eval_qlora_scores_a_4bit_base_and_the_adapter_of_a_qlora_run(tmp_path, 
     load_policy(str(model), PolicyArgs(qlora=True), seed=0).model.save_pretrained(adapter)
     loaded = []
     monkeypatch.setattr(evaluation, "load_policy", lambda *a, **k: loaded.append(load_policy(*a, **k)) or loaded[-1])
-    table = evaluation.main(["--model", str(model), "--qlora", "--adapter", str(adapter), "--tasks", "3",
+    table = evaluation.main(["--model", str(model), "--qlora", "--adapter", str(adapter), "--eval_tasks", "3",
                              "--samples", "2", "--k", "1", "--max_new_tokens", "8"])
     layers = [m for m in loaded[0].model.modules() if isinstance(m, bitsandbytes.nn.Linear4bit)]
     assert len(layers) == 7 * 2 and table["args"]["qlora"]  # every projection of both layers, in 4 bits
