@@ -67,9 +67,12 @@ GENERATION_CONFIG = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)
 # - thinking: a turn's reasoning goes in <think>\n...\n</think>\n\n before its answer. Only assistant turns
 #   after the last user query (the current multi-step tool loop) keep it: earlier turns are rendered with
 #   their answer only (the history rewrite). The reasoning is the `reasoning_content` field, or else what an
-#   answer holds before its </think>. With enable_thinking=false the generation prompt holds an empty think
-#   block, so the model answers at once.
-# Rendered with transformers' Jinja settings (trim_blocks, lstrip_blocks); `{%-`/`-%}` strip the layout.
+#   answer holds before its </think>. The conversation's final assistant turn, when after the last query,
+#   always gets one (empty if it has no reasoning). With enable_thinking=false the generation prompt holds
+#   an empty think block, so the model answers at once.
+# Rendered with transformers' Jinja settings (trim_blocks, lstrip_blocks); `{%-`/`-%}` strip the layout. Its
+# text was compared with Qwen3-0.6B's own template's on 3,000 random conversations (tools or not, tool calls
+# with dict or string arguments, think blocks, reasoning_content, thinking on/off/unset): identical.
 QWEN3_CHAT_TEMPLATE = """
 {%- set open, close = '<|im_start|>', '<|im_end|>\n' -%}
 {%- if tools -%}
