@@ -29,7 +29,7 @@ replies echoed):
   gspo       the same update on whole-episode samples, all turns at once (A = T x action tokens with grad)
 
 Peak memory is bench/speed.py's: live torch CPU tensor bytes above the pass's start (torch.profiler allocation
-events; weights excluded, not RSS). Times: median of --repeats. The models are random init (memory and time do
+events; weights excluded, not RSS). Times: median of --repeats, wall and this process's CPU seconds. The models are random init (memory and time do
 not depend on the values); tiny's tokenizer is tiny.tiny_tokenizer, tiny-qwen's qwen_offline's.
 """
 
@@ -194,12 +194,15 @@ def shape(samples, positions):
 
 
 def timed(fn, repeats):
-    seconds = []
+    """Median wall seconds and median CPU seconds of this process (all its threads): the CPU time is what the
+    pass costs even when other processes share the cores (the wall time then grows, it does not)."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 # ----------------------------------------------------------------------------- the models
@@ -222,6 +225,7 @@ def main():
     p.add_argument("--scorers", nargs="+", default=list(SCORERS), choices=list(SCORERS))
     p.add_argument("--passes", nargs="*", default=["no-grad", "fwd+bwd", "sweep", "gspo"], help="none: the checks only")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no_memory", action="store_true", help="times only (the memory passes are slow on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "vocab_memory.md"))
     args = p.parse_args()
@@ -232,7 +236,7 @@ def main():
            f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores); torch {torch.__version__}",
            f"- B = {args.tasks * args.group} `echo` episodes of T turns of {args.action_tokens} tokens; random-init "
            f"models, LoRA r=16; peak = live torch CPU tensor bytes above the pass's start (weights excluded); "
-           f"time = median of {args.repeats}", ""]
+           f"time = median of {args.repeats} (wall, and CPU seconds of this process: 2 threads)", ""]
     print("\n".join(out), flush=True)
     for model in args.models:
         folder = qwen_offline.build_tiny_qwen(args.seed) if model == "tiny-qwen" else tiny_folder(args.seed)
@@ -243,8 +247,8 @@ def main():
                     param.normal_(0, 0.05, generator=torch.Generator().manual_seed(args.seed))
         V = policy.model.get_base_model().get_output_embeddings().out_features
         lines = [f"## {model}: V = {V}", "",
-                 "| T | tokens per episode | pass | A x keep rows | scorer | peak memory | time |",
-                 "|--:|--:|---|--:|---|--:|--:|"]
+                 "| T | tokens per episode | pass | A x keep rows | scorer | peak memory | time | CPU time |",
+                 "|--:|--:|---|--:|---|--:|--:|--:|"]
         for turns in args.turns:
             ns = types.SimpleNamespace(seed=args.seed, action_tokens=args.action_tokens, tasks=args.tasks,
                                        group=args.group)
@@ -253,7 +257,7 @@ def main():
             last = [s for s in turn_samples(episodes) if s.turn == turns - 1]
             for name, (dlogp, dgrad) in check_equal(policy, last).items():
                 lines.append(f"| {turns} | | check | | {name} vs today | log-probs within {dlogp:.1e}, "
-                             f"gradients {dgrad:.1e} relative | |")
+                             f"gradients {dgrad:.1e} relative | | |")
                 assert dlogp <= 1e-6 and dgrad <= 1e-6, (name, dlogp, dgrad)
             rows = {"no-grad": shape(last, [s.data.policy for s in last]),
                     "fwd+bwd": shape(last, [s.data.positions for s in last])}
@@ -263,10 +267,10 @@ def main():
                 for scorer in args.scorers:
                     use(policy, scorer)
                     fn()  # warm-up: first-call allocations are not the measurement
-                    seconds = timed(fn, args.repeats)
-                    peak = peak_memory(fn, policy.device)
+                    seconds, cpu = timed(fn, args.repeats)
+                    peak = None if args.no_memory else peak_memory(fn, policy.device)
                     line = (f"| {turns} | {length:.0f} | {pass_name} | {rows.get(pass_name, '')} | {scorer} | "
-                            f"{mib(peak)} | {seconds:.2f} s |")
+                            f"{mib(peak)} | {seconds:.2f} s | {cpu:.2f} s |")
                     lines.append(line)
                     print(line, flush=True)
             use(policy, "today")

@@ -10,7 +10,8 @@ chat template (tiny-qwen: Qwen3's, thinking off as rollout.load_policy's default
 every token of the transcripts through Policy.turn_logprobs and one AdamW step on EVERY weight (no LoRA; at
 V = 151,936 the untied embedding and output layer are 19.4M weights each, 99% of the model). Reported per
 environment: the transcripts' tokens, the time of the rollout and of the update (forward, backward, step;
-median of --repeats), and the update's peak memory (bench/speed.py's: live torch tensor bytes above the
+median of --repeats; the update also in CPU seconds of this process, which other processes sharing the cores
+do not inflate), and the update's peak memory (bench/speed.py's: live torch tensor bytes above the
 step's start, weights excluded; AdamW's moments are created by the first step, before the measurement).
 The [B, L, V] float32 log-softmax of today's _score at V = 151,936 is 0.6 MB a token: --today_episodes caps
 the episodes today's scorer is measured on, so that the box is not run out of memory (memory scales with it).
@@ -73,7 +74,7 @@ def main():
            f"- tiny.py's warm-up: {TINY_WARMUP['steps']} steps of {TINY_WARMUP['episodes']} episodes, AdamW lr "
            f"{TINY_WARMUP['lr']}; random-init models; times: median of {args.repeats}", "",
            "| model | V | env | episodes | tokens (mean / padded longest) | scorer | rollout | update | "
-           "peak memory of the update |", "|---|--:|---|--:|--:|---|--:|--:|--:|"]
+           "update CPU time | peak memory of the update |", "|---|--:|---|--:|--:|---|--:|--:|--:|--:|"]
     print("\n".join(out), flush=True)
     for model_name in args.models:
         if model_name == "tiny":
@@ -90,19 +91,20 @@ def main():
                 n = args.episodes if scorer != "today" or V < 10**4 else min(args.episodes, args.today_episodes)
                 use(policy, scorer)
                 rng = random.Random(args.seed)
-                rollouts, updates = [], []
+                rollouts, updates, cpus = [], [], []
                 for _ in range(args.repeats + 1):  # the first: AdamW's moments and first-call allocations
                     start = time.perf_counter()
                     episodes = warmup_episodes(policy, env_cls, n, rng)
                     rollouts.append(time.perf_counter() - start)
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     warmup_update(policy, optimizer, episodes)
                     updates.append(time.perf_counter() - start)
+                    cpus.append(time.process_time() - start_cpu)
                 peak = peak_memory(lambda: warmup_update(policy, optimizer, episodes), "cpu")
                 lengths = [len(e.token_ids) for e in episodes]
                 line = (f"| {model_name} | {V} | {env_name} | {n} | {statistics.mean(lengths):.0f} / {max(lengths)} | "
                         f"{scorer} | {statistics.median(rollouts[1:]):.2f} s | {statistics.median(updates[1:]):.2f} s | "
-                        f"{mib(peak)} |")
+                        f"{statistics.median(cpus[1:]):.2f} s | {mib(peak)} |")
                 out.append(line)
                 print(line, flush=True)
         use(policy, "today")
