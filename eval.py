@@ -14,7 +14,8 @@ rollout(), exactly as training does (the same environment factory), and returns 
 estimator. The base policy is the same model with the adapter disabled: one copy of the weights for both
 columns. `transcript()` renders an episode from the token ids that were trained on; `plot_runs()` draws
 metrics.jsonl files (one run, or several per method with a band across them). EvalArgs inherits the
-sampling flags from rollout.SamplingArgs, as train.Args does: the same names, defaults and help.
+policy's and sampling's flags from rollout.PolicyArgs and SamplingArgs, as train.Args does: the same names,
+defaults and help.
 """
 
 import functools
@@ -28,14 +29,16 @@ from typing import Literal
 import torch
 
 import envs
-from rollout import SamplingArgs, check_context, load_policy, rollout
-from tiny import build_tiny
+from rollout import PolicyArgs, SamplingArgs, check_context, load_policy, rollout
+from seeupo import ALL_TURNS, knob
+from tiny import model_path
 
 
 def evaluate(policy, env_factory, tasks, samples, sampling, seed=0, reference=False):
     """Per-task success counts over `samples` episodes each, and the episodes (for transcripts).
-    env_factory() returns a fresh environment, as rollout() takes it."""
-    torch.manual_seed(seed)  # the same draws for every evaluation: curves compare like with like
+    env_factory() returns a fresh environment, as rollout() takes it; seed: the run's --seed."""
+    torch.manual_seed(seed + 1)  # the same draws for every evaluation (curves compare like with like), and not
+    # step 0's training draws (train.step_seeds: seed * 1_000_003 + rank)
     episodes = rollout(policy, env_factory, tasks, samples, sampling, reference=reference)
     counts = [0] * len(tasks)
     for e in episodes:
@@ -72,10 +75,10 @@ def transcript(episode, tokenizer, color=False):
 
 
 def plot_runs(runs, png):
-    """Curves of finished runs: {label: [run dir, ...]} -> a PNG of training reward, held-out success, the
-    spread of the correction M_j per turn, the KL to the base model, and per turn the entropy of the sampling
-    policy and the approximate KL of the updated policy to it, against sampled episodes; with several runs per
-    label, the mean and a band of +-1 std across them."""
+    """Curves of runs, {label: [run dir, ...]} -> a PNG, against sampled episodes: the training reward, the
+    held-out success, the spread of the correction M_j per turn, the KL to the base model, and per turn the
+    sampling policy's entropy and the approximate KL of each update to it. With several runs for a label: their
+    mean, and a band of +-1 std across them."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -136,8 +139,9 @@ def _series(run_dir, key):
             per_turn = None
         if per_turn is not None:
             for turn, value in per_turn.items():
-                if not (key == "correction_std" and turn == "-1"):  # the all-turns baselines have no correction
-                    out.setdefault(f" turn {turn}" if turn != "-1" else " all", []).append((episodes, value))
+                all_turns = turn == str(ALL_TURNS)  # the all-turns schedule's one update (it has no correction)
+                if not (key == "correction_std" and all_turns):
+                    out.setdefault(" all" if all_turns else f" turn {turn}", []).append((episodes, value))
         elif key in r:
             out.setdefault("", []).append((episodes, r[key]))
     return out
@@ -155,22 +159,20 @@ def _align(series):
 
 
 @dataclass
-class EvalArgs(SamplingArgs):  # the sampling flags (--temperature, --max_context, ...) are rollout.SamplingArgs'
-    env: Literal[envs.ENV_NAMES] = field(default="lookup", metadata={"help": "environment"})
-    model: str = field(default="tiny", metadata={"help": "base model: tiny, a Hub name or a local folder"})
-    adapter: str = field(default="", metadata={"help": "a saved adapter folder (train.py's OUT/adapter)"})
-    qlora: bool = field(default=False, metadata={"help": "load the base in 4 bits (NF4), as a train.py --qlora run"})
-    tasks: int = field(default=200, metadata={"help": "held-out tasks to evaluate (the first N of the test split)"})
-    samples: int = field(default=4, metadata={"help": "episodes per task"})
+class EvalArgs(SamplingArgs, PolicyArgs):  # --temperature, --qlora, --max_context, ...: as train.py's
+    env: Literal[envs.ENV_NAMES] = knob("lookup", "environment")
+    model: str = knob("tiny", "base model: tiny, a Hub name or a local folder")
+    adapter: str = knob("", "a saved adapter folder (train.py's OUT/adapter)")
+    tasks: int = knob(200, "held-out tasks to evaluate (the first N of the test split)")
+    samples: int = knob(4, "episodes per task")
     k: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "pass@k for these k (<= samples)"})
     categories: list[str] = field(default_factory=lambda: list(envs.BFCL_CATEGORIES), metadata={"help": "BFCL categories"})
-    max_tool_output: int = field(default=2000, metadata={"help": "BFCL: truncate longer tool outputs"})
-    seed: int = field(default=0, metadata={"help": "seed of the tiny model and of the sampling"})
-    show: int = field(default=0, metadata={"help": "print this many held-out episodes of each policy"})
-    plot: str = field(default="", metadata={"help": "plot this run folder's metrics.jsonl to DIR/plot.png, and stop"})
-    json: str = field(default="", metadata={
-        "help": "also write the table as JSON to this file: {'results': {env or BFCL category: {column: "
-                "{'success_rate', 'pass@k', 'tasks', 'samples'}}}, 'args': these flags}"})
+    max_tool_output: int = knob(2000, "BFCL: truncate longer tool outputs")
+    seed: int = knob(0, "seed of the tiny model and of the sampling")
+    show: int = knob(0, "print this many held-out episodes of each policy")
+    plot: str = knob("", "plot this run folder's metrics.jsonl to DIR/plot.png, and stop")
+    json: str = knob("", "also write the table as JSON to this file: {'results': {env or BFCL category: {column: "
+                         "{'success_rate', 'pass@k', 'tasks', 'samples'}}}, 'args': these flags}")
 
 
 def main(argv=None):
@@ -183,10 +185,8 @@ def main(argv=None):
         print(plot_runs({"": [args.plot]}, os.path.join(args.plot, "plot.png")))
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(build_tiny(args.seed) if args.model == "tiny" else args.model, seed=args.seed,
-                         adapter=args.adapter or None, thinking=args.thinking, temperature=args.temperature,
-                         qlora=args.qlora, device=device)
-    sampling = args.sampling()
+    policy = load_policy(model_path(args.model, args.seed), args, seed=args.seed, adapter=args.adapter or None,
+                         device=device)
     variants = {args.env: {}}
     if args.env == "bfcl":
         variants = {c: {"category": c, "max_tool_output": args.max_tool_output} for c in args.categories}
@@ -196,9 +196,9 @@ def main(argv=None):
         env_factory = functools.partial(envs.make_env, args.env, **env_kwargs)
         env = env_factory()
         tasks = env.tasks("test")[: args.tasks]
-        check_context(policy, env, tasks[0], sampling)
+        check_context(policy, env, tasks[0], args)
         for name, reference in columns.items():
-            counts, episodes = evaluate(policy, env_factory, tasks, args.samples, sampling, args.seed, reference)
+            counts, episodes = evaluate(policy, env_factory, tasks, args.samples, args, args.seed, reference)
             results.setdefault(label, {})[name] = summarize(counts, args.samples, args.k)
             shown[name] = episodes[:: args.samples][: args.show]  # the first sample of the first tasks
         for i in range(args.show):

@@ -1,22 +1,21 @@
 """The policy (a Qwen causal LM with a LoRA adapter) and grouped multi-turn episodes.
 
-  load_policy(path)  a local folder or a Hub name of a Qwen2.5 / Qwen3 chat model (tiny.build_tiny() gives the
-                     embedded offline default's folder); LoRA via peft on every attention and MLP projection,
-                     QLoRA (a 4-bit NF4 base via bitsandbytes) wherever bitsandbytes runs it, CPU included. The
+  PolicyArgs, SamplingArgs   the policy's and the sampling's flags (train.Args and eval.EvalArgs inherit them)
+  load_policy(path)  a local folder or Hub name of a Qwen2.5 / Qwen3 chat model, with LoRA (peft) on every
+                     attention and MLP projection; QLoRA (a 4-bit NF4 base, bitsandbytes) on CUDA or a CPU. The
                      reference policy is the same model with the adapter disabled: no second copy of the weights.
   Policy             the model, its tokenizer and its temperature, the ONE place the temperature lives: sampling
                      and every log-probability use softmax(logits / temperature), the policy that samples.
   Policy.generate    batched sampling (left padding, KV cache) that also records each sampled token's log-prob
                      and the entropy of the distribution it was drawn from
-  Policy.turn_logprobs  the callable seeupo.sweep() trains through (turn t's prefix only); without a gradient
-                     it remembers what it computed for the weights it used, so the sweep's repeated no-grad
-                     passes with unchanged weights cost nothing (docs/performance.md)
+  Policy.turn_logprobs  the callable seeupo.sweep() trains through (turn t's forward on turn t's prefix only);
+                     Remembered(policy) is the same callable for one sweep, remembering what its no-grad passes
+                     computed while the weights stay those they were computed with (docs/performance.md)
   rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call.
-                     Sampled ids are kept as sampled (never decoded and re-encoded); environment replies
-                     are appended as chat-template tokens, so training sees token for token what the
-                     policy saw. An episode that would overflow the context is ended and marked truncated.
+                     Sampled ids are kept as sampled (never re-encoded); environment replies are appended as
+                     chat-template tokens: training sees token for token what the policy saw. An episode that
+                     would overflow the context is ended and marked truncated.
   turn_samples()     episodes -> seeupo.TurnSample lists (per turn, or whole episode for the baselines)
-  SamplingArgs       the sampling flags train.py and eval.py share; .sampling() -> the Sampling rollout() takes
 
 How it connects: rollout() gets its environments from a factory, a zero-argument callable that returns a
 fresh environment for one episode (e.g. functools.partial(envs.make_env, "lookup")), so this file needs
@@ -25,7 +24,6 @@ nothing from envs.py; the environment interface is described there. seeupo.py gi
 
 import logging
 import os
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -35,18 +33,35 @@ import transformers
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
                           TemperatureLogitsWarper, TopPLogitsWarper)
 
-from seeupo import TurnSample
+from seeupo import ALL_TURNS, TurnSample, knob
+from sweep_plumbing import left_aligned
 
-# quiet imports and loads: bitsandbytes' CPU backend warns that an optional kernel package (`kernels`, which
-# fetches from the Hub) is missing, peft about a rename
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-warnings.filterwarnings("ignore", message=".*gradient_checkpointing_enable.*is deprecated")  # peft's kbit prep
-transformers.utils.logging.disable_progress_bar()
-
+transformers.utils.logging.disable_progress_bar()  # one small model loads and saves without a progress bar
 END_OF_TURN = "<|im_end|>"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class PolicyArgs:
+    """How the policy is built and what it samples at; load_policy() takes these."""
+    temperature: float = knob(0.7, "sampling temperature, and that of every log-prob (0 = greedy, log-probs at 1; "
+                                   "the authors: 0.9)")
+    thinking: bool = knob(False, "Qwen3: let the model think (<think> blocks)")
+    lora_r: int = knob(8, "LoRA rank")
+    lora_alpha: int = knob(16, "LoRA alpha")
+    lora_dropout: float = knob(0.0, "LoRA dropout")
+    qlora: bool = knob(False, "QLoRA: a 4-bit NF4 base via bitsandbytes (CUDA or CPU)")
+    bf16: bool = knob(False, "bfloat16 base weights (GPU)")
+    gradient_checkpointing: bool = knob(False, "recompute activations in the backward pass")
+
+
+@dataclass
+class SamplingArgs:
+    """How rollout() samples (the temperature is the Policy's: it decides the log-probs too)."""
+    top_p: float = knob(1.0, "nucleus sampling")
+    max_new_tokens: int = knob(16, "most tokens per turn; a turn without an end-of-turn token ends the episode")
+    max_context: int = knob(1024, "most tokens per episode; an episode that would overflow ends, truncated")
+    gen_batch_size: int = knob(256, "most sequences generated at once")
 
 
 # ----------------------------------------------------------------------------- loading the policy
@@ -75,77 +90,50 @@ def check_4bit(device):
                          f"(LoRA on a full-precision base), or run on a CUDA GPU or a CPU")
 
 
-def load_policy(path, seed=0, adapter=None, lora_r=16, lora_alpha=32, lora_dropout=0.0, qlora=False, bf16=False,
-                gradient_checkpointing=False, thinking=False, temperature=1.0, device="cpu"):
+def load_policy(path, args=None, seed=0, adapter=None, device="cpu"):
     """The policy: base model + LoRA adapter (new, or loaded from the `adapter` folder). `path`: a local model
-    folder or a Hub name (`tiny.build_tiny(seed)` builds the embedded default and returns its folder)."""
+    folder or a Hub name; `args`: PolicyArgs (or train.Args, which inherits them)."""
+    # bitsandbytes' CPU backend warns at import that `kernels` (which fetches from the Hub) is missing: optional
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from peft import LoraConfig, PeftModel, get_peft_model
+    args = args or PolicyArgs()
     check_model(path)
-    if qlora:
+    if args.qlora:
         check_4bit(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.chat_template:
         raise SystemExit(f"error: model '{path}' has no chat template; use an instruct (chat) model")
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
     kwargs = {}
-    if qlora:
+    if args.qlora:
         from transformers import BitsAndBytesConfig
         kwargs = dict(device_map={"": device}, quantization_config=BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
-    if qlora:
+    checkpointing = {"use_reentrant": False}  # or no gradient reaches the adapter when the inputs need none
+    if args.qlora:
         from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=checkpointing)
         for module in model.modules():  # bitsandbytes' CPU backend multiplies in bf16 in eval mode without a
             if hasattr(module, "support_avx512bf16_for_cpu"):  # gradient (sampling), in fp32 when training:
                 module.support_avx512bf16_for_cpu = False  # log-probs 2.5e-4 apart. One path: sampled = trained
-    elif gradient_checkpointing:
-        # use_reentrant=False, or no gradient reaches the adapter when the inputs need none
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif args.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
     torch.manual_seed(seed)  # the same adapter init on every rank
     if adapter:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     else:
-        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                                 target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
-    if not qlora:  # a 4-bit model is already placed by device_map, and refuses .to()
+        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, task_type="CAUSAL_LM",
+                                                 lora_dropout=args.lora_dropout, target_modules=LORA_TARGETS))
+    if not args.qlora:  # a 4-bit model is already placed by device_map, and refuses .to()
         model = model.to(device)
-    return Policy(model, tokenizer, temperature=temperature, chat_kwargs={"enable_thinking": thinking})
-
-
-@dataclass
-class Sampling:
-    """How rollout() samples (the temperature is the Policy's: it decides the log-probs too)."""
-    top_p: float = 1.0
-    max_new_tokens: int = 16   # per turn
-    max_context: int = 1024    # an episode that would grow past this is ended, marked truncated
-    batch_size: int = 256      # the most sequences in one generate call
-
-
-@dataclass
-class SamplingArgs:
-    """The sampling flags, with their defaults and help: train.Args and eval.EvalArgs inherit them."""
-    temperature: float = field(default=0.7, metadata={
-        "help": "sampling temperature, and that of every log-prob (0 = greedy, log-probs at 1; the authors: 0.9)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
-    max_new_tokens: int = field(default=16, metadata={
-        "help": "most tokens per turn; a turn without an end-of-turn token ends the episode"})
-    max_context: int = field(default=1024, metadata={
-        "help": "most tokens per episode; an episode that would overflow ends, truncated"})
-    gen_batch_size: int = field(default=256, metadata={"help": "most sequences generated at once"})
-    thinking: bool = field(default=False, metadata={"help": "Qwen3: let the model think (<think> blocks)"})
-
-    def sampling(self):
-        """These flags as the Sampling that rollout() takes (temperature and thinking go to load_policy)."""
-        return Sampling(top_p=self.top_p, max_new_tokens=self.max_new_tokens, max_context=self.max_context,
-                        batch_size=self.gen_batch_size)
+    return Policy(model, tokenizer, temperature=args.temperature, chat_kwargs={"enable_thinking": args.thinking})
 
 
 class _Record(LogitsProcessor):
-    """Records, for each sampled token, log pi(token) and the entropy of pi, from the logits / temperature
-    (before top-p, as verl and TRL do), keeping one [B, V] row at a time: at step k+1 it sees the token drawn
-    at step k."""
+    """Records each sampled token's log pi and pi's entropy, from the logits / temperature (before top-p, as verl
+    and TRL do), one [B, V] row at a time: at step k+1 it sees the token drawn at step k."""
 
     def __init__(self):
         self.last, self.logprobs, self.entropies = None, [], []
@@ -167,7 +155,7 @@ class Actions(NamedTuple):
     ids: list        # the episode's token ids: ONE list, shared by all its samples
     end: int         # the forward pass reads ids[:end] (a turn's prefix ends with its action)
     positions: list  # the tokens to score: a turn's action, or every action token of the episode
-    policy: list     # every policy token in ids[:end] (a no-grad pass scores and remembers them all)
+    policy_positions: list  # every policy token in ids[:end] (a remembering no-grad pass scores them all)
 
 
 class Policy:
@@ -180,22 +168,18 @@ class Policy:
         self.temperature = temperature
         self.stop_ids = sorted({tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id} - {None})
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
-        # no-grad log-probs, for the weights they were computed with: {(id of an episode's ids, reference):
-        # (those ids, the weights, {position: log pi})}; emptied when rollout() plays new episodes
-        self.remembered = {}
 
     @property
     def device(self):
         return next(self.model.parameters()).device
 
     def _batch(self, sequences):
-        """Left-padded ids, attention mask and position ids (as generate() numbers them), each [B, L]."""
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        """Left-padded ids, attention mask and position ids (as generate() numbers them), each [B, L]: the left
+        padding puts every sequence's last token in the last column."""
+        ids = torch.full((len(sequences), max(len(s) for s in sequences)), self.pad_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
         for i, s in enumerate(sequences):
-            ids[i, width - len(s):] = torch.tensor(s)
-            attention[i, width - len(s):] = 1
+            ids[i, ids.shape[1] - len(s):], attention[i, ids.shape[1] - len(s):] = torch.tensor(s), 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), attention.to(self.device), positions.to(self.device)
 
@@ -212,64 +196,30 @@ class Policy:
         there)], each cut after its first end-of-turn token (a turn that hit max_new_tokens has none)."""
         self.model.eval()
         out = []
-        for k in range(0, len(contexts), sampling.batch_size):
-            ids, attention, _ = self._batch(contexts[k : k + sampling.batch_size])
-            recorder = _Record()
-            processors = []  # generate() itself adds no processor: it samples at temperature 1, top-p 1
-            if self.temperature > 0 and self.temperature != 1:
-                processors.append(TemperatureLogitsWarper(self.temperature))
-            processors.append(recorder)
-            if self.temperature > 0 and sampling.top_p < 1:
-                processors.append(TopPLogitsWarper(sampling.top_p))
+        for k in range(0, len(contexts), sampling.gen_batch_size):
+            ids, attention, _ = self._batch(contexts[k : k + sampling.gen_batch_size])
+            recorder, sampled = _Record(), self.temperature > 0  # generate() itself samples at temperature 1, top-p 1
+            processors = ([TemperatureLogitsWarper(self.temperature)] if sampled and self.temperature != 1 else []) \
+                + [recorder] + ([TopPLogitsWarper(sampling.top_p)] if sampled and sampling.top_p < 1 else [])
             with self._adapter(reference):
                 sequences = self.model.generate(
-                    input_ids=ids, attention_mask=attention, do_sample=self.temperature > 0, temperature=1.0,
+                    input_ids=ids, attention_mask=attention, do_sample=sampled, temperature=1.0,
                     top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=sampling.max_new_tokens,
                     eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
                     logits_processor=LogitsProcessorList(processors))
             new = sequences[:, ids.shape[1]:]
             recorder.take(new[:, -1])
-            logprobs, entropies = torch.stack(recorder.logprobs, 1).tolist(), torch.stack(recorder.entropies, 1).tolist()
+            logprobs, entropies = (torch.stack(x, 1).tolist() for x in (recorder.logprobs, recorder.entropies))
             for row, row_logprobs, row_entropies in zip(new.tolist(), logprobs, entropies):
                 n = next((i + 1 for i, t in enumerate(row) if t in self.stop_ids), len(row))
                 out.append((row[:n], row_logprobs[:n], row_entropies[:n]))
         return out
 
     def turn_logprobs(self, samples, reference=False):
-        """seeupo's logprob_fn: log pi(token | everything before it) for the `positions` of each sample's Actions.
-        Returns logp [B, A] (float32, 0 on padding) and mask [B, A] (bool), A = the most positions of a sample.
-
-        With a gradient (an optimizer step) it runs the forward pass. Without one, it answers from what an earlier
-        no-grad pass computed with the same weights, where it can: such a pass scores EVERY policy token of its
-        prefix, so the pass on turn t+1's prefix also holds turn t's log-probs (the sweep's `new` of turn t+1 and
-        `old` of turn t, in reverse order), and the reference policy's never change. The values agree with a
-        pass of their own to float rounding (~1e-7; tests/test_rollout.py)."""
-        if torch.is_grad_enabled():
-            return self._score(samples, [s.data.positions for s in samples], reference)
-        weights = None if reference else tuple(p._version for p in self.model.parameters() if p.requires_grad)
-
-        def memory(s):  # the log-probs remembered for this sample's episode, if computed with these weights
-            entry = self.remembered.get((id(s.data.ids), reference))
-            return entry[2] if entry is not None and entry[1] == weights else {}
-
-        todo = [s for s in samples if not all(q in memory(s) for q in s.data.positions)]
-        if todo:
-            logp, _ = self._score(todo, [s.data.policy for s in todo], reference)
-            for s, row in zip(todo, logp.tolist()):
-                if not memory(s):  # an optimizer step since (the version counters moved): forget the old values
-                    self.remembered[id(s.data.ids), reference] = (s.data.ids, weights, {})
-                memory(s).update(zip(s.data.policy, row))
-        width = max(len(s.data.positions) for s in samples)
-        logp = torch.zeros(len(samples), width)
-        mask = torch.zeros(len(samples), width, dtype=torch.bool)
-        for i, s in enumerate(samples):
-            logp[i, : len(s.data.positions)] = torch.tensor([memory(s)[q] for q in s.data.positions])
-            mask[i, : len(s.data.positions)] = True
-        return logp.to(self.device), mask.to(self.device)
-
-    def forget(self):
-        """Drop the remembered log-probs (rollout() calls it: new episodes)."""
-        self.remembered.clear()
+        """seeupo's logprob_fn: log pi(token | everything before it) for the `positions` of each sample's Actions,
+        from one forward pass on each sample's prefix. Returns logp [B, A] (float32, 0 on padding) and mask [B, A]
+        (bool), A = the most positions of a sample."""
+        return self._score(samples, [s.data.positions for s in samples], reference)
 
     def _score(self, samples, positions, reference):
         """The forward pass: log pi of the tokens at `positions` (one list per sample) of each sample's prefix.
@@ -284,12 +234,7 @@ class Policy:
         with self._adapter(reference):
             logits = self.model(input_ids=ids, attention_mask=attention, position_ids=position_ids,
                                 logits_to_keep=keep, use_cache=False).logits  # [B, keep, V]: columns L-keep..L-1
-        A = max(len(c) for c in columns)
-        column = torch.zeros(B, A, dtype=torch.long)  # [B, A]: the scored tokens' columns (0 on padding)
-        mask = torch.zeros(B, A, dtype=torch.bool)
-        for i, c in enumerate(columns):
-            column[i, : len(c)], mask[i, : len(c)] = torch.tensor(c), True
-        column, mask = column.to(ids.device), mask.to(ids.device)
+        column, mask = left_aligned(columns, max(len(c) for c in columns), ids.device, dtype=torch.long)  # [B, A]
         row = torch.where(mask, column - 1 - (L - keep), 0)  # [B, A]: the logit row that predicts each token
         tokens = ids.gather(1, column)  # [B, A]
         batch = torch.arange(B, device=ids.device)[:, None]
@@ -297,23 +242,30 @@ class Policy:
         return logp.gather(-1, tokens[..., None])[..., 0] * mask, mask
 
 
-class ScriptedPolicy(Policy):
-    """Stands in for a model in rollout(): `script(episode)` writes each turn, as text (an end-of-turn token
-    is appended) or as raw ids (kept as they are). Used by the tiny model's warm-up and by tests."""
+class Remembered:
+    """Policy.turn_logprobs for ONE sweep, remembering what its no-grad passes computed. A no-grad pass scores
+    EVERY policy token of its prefix, so the pass on turn t+1's prefix also holds turn t's log-probs (the sweep's
+    `new` of turn t+1 and `old` of turn t, in reverse order), and the reference policy's never change. Memory of
+    the current policy holds only while the trainable weights equal the copy it was computed with (an optimizer
+    step forgets it). Values agree with a pass of their own to float rounding (~1e-7; tests/test_rollout.py)."""
 
-    def __init__(self, tokenizer, script, chat_kwargs=None):
-        super().__init__(None, tokenizer, chat_kwargs=chat_kwargs)
-        self.script = script
+    def __init__(self, policy):
+        self.policy, self.memory, self.weights = policy, {True: {}, False: {}}, []
 
-    def act(self, episodes, sampling, reference=False):
-        out = []
-        for episode in episodes:
-            action = self.script(episode)
-            if isinstance(action, str):
-                action = self.tokenizer(action, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
-            action = action[: sampling.max_new_tokens]
-            out.append((action, [0.0] * len(action), [0.0] * len(action)))
-        return out
+    def __call__(self, samples, reference=False):
+        if torch.is_grad_enabled():  # an optimizer step's forward: always a pass of its own
+            return self.policy.turn_logprobs(samples, reference)
+        trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
+        if not reference and not (self.weights and all(torch.equal(a, b) for a, b in zip(self.weights, trainable))):
+            self.memory[False], self.weights = {}, [p.detach().clone() for p in trainable]  # the weights moved
+        memory = self.memory[reference]  # {episode ids: {position: log pi}}
+        todo = [s for s in samples if not set(s.data.positions) <= memory.get(tuple(s.data.ids), {}).keys()]
+        if todo:
+            logp, _ = self.policy._score(todo, [s.data.policy_positions for s in todo], reference)
+            for s, row in zip(todo, logp.tolist()):
+                memory.setdefault(tuple(s.data.ids), {}).update(zip(s.data.policy_positions, row))
+        rows = [[memory[tuple(s.data.ids)][q] for q in s.data.positions] for s in samples]
+        return left_aligned(rows, max([len(r) for r in rows], default=1), self.policy.device)
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -334,24 +286,14 @@ class Episode:
     outcome: str = ""           # why it ended: the environment's last reply, or what cut it short
     env: object = field(default=None, repr=False)
 
-    @property
-    def action_mask(self):
-        """True exactly on the policy's own tokens: the only ones that carry loss."""
-        mask = [False] * len(self.token_ids)
-        for start, end in self.turn_spans:
-            mask[start:end] = [True] * (end - start)
-        return mask
-
 
 def _defang(messages, tokenizer):
     """Environment text must not smuggle in special tokens (say, an echo of the model's own '<|im_end|>')."""
-    out = []
-    for m in messages:
-        content = m.get("content") or ""
+    def defanged(text):
         for special in tokenizer.all_special_tokens:
-            content = content.replace(special, special[0] + " " + special[1:])
-        out.append({**m, "content": content})
-    return out
+            text = text.replace(special, special[0] + " " + special[1:])
+        return text
+    return [{**m, "content": defanged(m.get("content") or "")} for m in messages]
 
 
 def render_prompt(tokenizer, messages, tools=None, chat_kwargs=None):
@@ -383,9 +325,9 @@ def check_context(policy, env, task, sampling):
 
 def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
     """Play group_size episodes of every task; each turn, every unfinished episode in ONE generate call.
-    env_factory() returns a fresh environment for each episode, e.g. functools.partial(envs.make_env, "lookup")."""
+    env_factory() returns a fresh environment for each episode, e.g. functools.partial(envs.make_env, "lookup");
+    sampling: SamplingArgs (or train.Args, which inherits them)."""
     tokenizer, episodes = policy.tokenizer, []
-    policy.forget()  # log-probs remembered for earlier episodes are of no more use
     for group, task in enumerate(tasks):
         for _ in range(group_size):
             env = env_factory()
@@ -428,11 +370,11 @@ def turn_samples(episodes, whole_episode=False):
         spans = e.turn_spans
         if whole_episode and spans:
             positions = [q for start, end in spans for q in range(start, end)]
-            out.append(TurnSample(j, -1, spans[-1][1], Actions(e.token_ids, spans[-1][1], positions, positions),
+            out.append(TurnSample(j, ALL_TURNS, spans[-1][1], Actions(e.token_ids, spans[-1][1], positions, positions),
                                   sum(e.sample_logprobs, [])))
         elif not whole_episode:
             for t, (start, end) in enumerate(spans):
-                policy = [q for first, last in spans[: t + 1] for q in range(first, last)]  # turns 0..t
-                out.append(TurnSample(j, t, end, Actions(e.token_ids, end, list(range(start, end)), policy),
+                policy_positions = [q for first, last in spans[: t + 1] for q in range(first, last)]  # turns 0..t
+                out.append(TurnSample(j, t, end, Actions(e.token_ids, end, list(range(start, end)), policy_positions),
                                       e.sample_logprobs[t]))
     return out

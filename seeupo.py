@@ -1,18 +1,22 @@
-"""SeeUPO, the algorithm (arXiv 2602.06554; restated in docs/algorithm.md), and nothing else: what a training
-step needs around it (micro-batches, sums over processes, the non-finite guard, statistics) is in
-sweep_plumbing.py.
+"""SeeUPO, the algorithm (arXiv 2602.06554; restated in docs/algorithm.md), and nothing else: the incidental
+machinery of a training step (packing micro-batches by token budget, sums over processes, the non-finite guard's
+bookkeeping, statistics) is in sweep_plumbing.py.
 
-  grae_advantages    A_j = R_j - mean_group(R), optional group-std division, batch normalisation, clip +-3
+  SweepConfig        the method, knob by knob; ALGOS: the presets --algo names
+  grae_advantages    A_j = R_j - baseline (the group's mean, or the mean of the others), optional group-std
+                     division, batch normalisation, clip +-3
   the per-sample losses: gspo_loss (sequence-level clip, SeeUPO's), grpo_loss (token-level PPO-clip),
                      reinforce_loss; clip_fractions (where each loss's clip took the gradient away); kl_k3
   correction_update  r_j = clip(s_j), M_j <- clip(M_j r_j): the HAML/HAPPO-style correction
   turn_order         the order of the sweep: reverse (SeeUPO), sequential, or random (the same on every process)
-  sweep              ONE training step: the per-turn sweep with the correction M_j, or all turns at once
+  sweep              ONE training step: the per-turn sweep with the correction M_j, or all turns at once; its
+                     optimizer steps (zero_grad, backward, the sum over processes, clip, step) written out
 
-Every method is two choices (SweepConfig): the SCHEDULE -- "sweep", turn by turn in an order, with or without
-the correction, or "all", every turn in one update -- and the per-sample LOSS -- "gspo", "grpo" or
-"reinforce". ALGOS names the four presets people use (seeupo = sweep + gspo; gspo, grpo and reinforce = all
-turns at once with that loss); the token-level sweep is SweepConfig(loss="grpo").
+A method is three orthogonal choices: the SCHEDULE -- "sweep", turn by turn in an order, with or without the
+correction, or "all", every turn in one update -- the per-sample LOSS -- "gspo", "grpo" or "reinforce" -- and
+GRAE's BASELINE -- "mean" or "loo". ALGOS names the four presets people use (seeupo = sweep + gspo; gspo, grpo
+= all turns at once with that loss; reinforce = all turns, REINFORCE, leave-one-out); any knob given explicitly
+wins over its preset, so the token-level sweep is SweepConfig(loss="grpo").
 
 The sweep never sees a model. It reaches the policy through one callable,
 
@@ -26,16 +30,20 @@ turn t only); `tabular.Tabular` for a tabular softmax policy. train.py builds Sw
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from sweep_plumbing import Plumbing, local_sum
 
-ALGOS = {"seeupo": ("sweep", "gspo"), "gspo": ("all", "gspo"), "grpo": ("all", "grpo"),
-         "reinforce": ("all", "reinforce")}  # name -> (schedule, loss)
-ORDERS = ("reverse", "sequential", "random")
+# --algo: a preset of the three knobs that name a method; a knob given explicitly wins over its preset
+ALGOS = {"seeupo": dict(schedule="sweep", loss="gspo", baseline="mean"),
+         "gspo": dict(schedule="all", loss="gspo", baseline="mean"),
+         "grpo": dict(schedule="all", loss="grpo", baseline="mean"),
+         "reinforce": dict(schedule="all", loss="reinforce", baseline="loo")}
+SCHEDULES, BASELINES, ORDERS = ("sweep", "all"), ("mean", "loo"), ("reverse", "sequential", "random")
 ALL_TURNS = -1  # TurnSample.turn of a whole-episode sample, and the one "turn" of the all-turns schedule
+LOG_RATIO_CLAMP = 20.0  # every log-ratio is clamped to +-20, as verl does, so exp() never overflows on a wild sample
 
 
 class TurnSample(NamedTuple):
@@ -46,34 +54,52 @@ class TurnSample(NamedTuple):
     sampled: Any = None  # log pi of its action tokens when they were sampled (a list), or None: only for statistics
 
 
-def _knob(default, doc):
-    return field(default=default, metadata={"help": doc})  # train.py shows `doc` as the flag's --help
+def knob(default, help):
+    """A dataclass field with its --help (train.py's flags are the fields of these dataclasses)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(kw_only=True)
 class SweepConfig:
-    """What sweep() does, knob by knob. Built by keyword only, so that a field added anywhere cannot shift the
-    values of the others. SweepConfig(**preset("gspo")) is the GSPO baseline."""
-    schedule: str = _knob("sweep", "sweep: turn by turn in --order (SeeUPO) | all: every turn in one update")
-    loss: str = _knob("gspo", "per-sample loss: gspo (sequence-level clip) | grpo (token-level clip) | reinforce")
-    order: str = _knob("reverse", "the sweep's turn order: reverse (SeeUPO) | sequential | random")
-    correction: bool = _knob(True, "scale earlier turns' advantages by the later turns' clipped ratios (M_j)")
-    clip_low: float = _knob(0.2, "loss clip: ratio >= 1 - clip_low")
-    clip_high: float = _knob(0.2, "loss clip: ratio <= 1 + clip_high")
-    correction_clip: float = _knob(0.2, "epsilon_a: each turn's ratio r_j and the correction M_j stay in "
-                                        "[1-eps, 1+eps]")
-    kl_coef: float = _knob(0.0, "weight of the low-variance KL to the reference policy (train.py: the base model); "
-                                "0 skips the reference forward")
-    ppo_epochs: int = _knob(1, "passes over each turn's samples")
-    minibatches: int = _knob(1, "optimizer steps per pass, per turn in the sweep (the samples are split this many ways)")
-    max_grad_norm: float = _knob(1.0, "gradient clipping (global norm)")
-    token_budget: int = _knob(16384, "micro-batch size in padded tokens; gradients accumulate across micro-batches")
+    """The method, knob by knob: its advantages, its schedule and loss, and what one sweep() does. Every default
+    lives here once (train.Args inherits these fields as its flags). Built by keyword only, so that a field added
+    anywhere cannot shift the values of the others. SweepConfig(algo="gspo") is the GSPO baseline."""
+    algo: Literal[tuple(ALGOS)] = knob("seeupo", "a preset of --schedule, --loss and --baseline (seeupo.ALGOS): "
+                                       "seeupo = sweep + gspo + mean; gspo, grpo = all + that loss + mean; "
+                                       "reinforce = all + reinforce + loo. Any of the three given explicitly wins")
+    schedule: Literal[("", *SCHEDULES)] = knob("", "sweep: turn by turn in --order (SeeUPO) | all: every turn in one "
+                                                   "update ('': --algo's)")
+    loss: Literal[("", "gspo", "grpo", "reinforce")] = knob("", "per-sample loss: gspo (sequence-level clip) | grpo "
+                                                                "(token-level clip) | reinforce ('': --algo's)")
+    baseline: Literal[("", *BASELINES)] = knob("", "GRAE's baseline: mean (the group's) | loo (the mean of the others, "
+                                                   "RLOO) ('': --algo's)")
+    std_norm: bool = knob(False, "divide advantages by their group's std (the authors: on)")
+    batch_norm: bool = knob(True, "normalise advantages over the batch (unit std, clipped to +-3)")
+    order: Literal[ORDERS] = knob("reverse", "the sweep's turn order: reverse (SeeUPO) | sequential | random")
+    correction: bool = knob(True, "scale earlier turns' advantages by the later turns' clipped ratios (M_j); "
+                                  "--no_correction: off")
+    clip_low: float = knob(0.2, "loss clip epsilon: ratio >= 1 - clip_low")
+    clip_high: float = knob(0.2, "loss clip epsilon: ratio <= 1 + clip_high")
+    correction_clip: float = knob(0.2, "epsilon_a: each turn's ratio r_j and the correction M_j stay in [1-eps, 1+eps]")
+    kl_coef: float = knob(0.05, "weight of the k3 KL to the reference policy (train.py: the base model); 0 skips "
+                                "the reference forward (the authors: 0.002)")
+    ppo_epochs: int = knob(4, "passes over each turn's samples (the authors: 1)")
+    minibatches: int = knob(4, "optimizer steps per pass, per turn in the sweep (the samples are split this many "
+                               "ways; the authors: 1)")
+    max_grad_norm: float = knob(1.0, "gradient clipping (global norm)")
+    token_budget: int = knob(16384, "micro-batch size in padded tokens; gradients accumulate across micro-batches")
 
-
-def preset(algo):
-    """The SweepConfig fields of a preset name: preset("seeupo") == {"schedule": "sweep", "loss": "gspo"}."""
-    schedule, loss = ALGOS[algo]
-    return {"schedule": schedule, "loss": loss}
+    def __post_init__(self):
+        if self.algo not in ALGOS:
+            raise ValueError(f"--algo {self.algo!r}: choose one of {', '.join(ALGOS)}")
+        for name, value in ALGOS[self.algo].items():  # the preset fills what was not given
+            setattr(self, name, getattr(self, name) or value)
+        for name, allowed in (("schedule", SCHEDULES), ("loss", LOSSES), ("baseline", BASELINES), ("order", ORDERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        if self.schedule == "all" and (self.order != "reverse" or not self.correction):
+            raise ValueError("--order and --no_correction belong to --schedule sweep (all turns at once have no "
+                             "order and no correction)")
 
 
 def grae_advantages(rewards, groups, std_norm=False, batch_norm=True, clip=3.0, leave_one_out=False,
@@ -112,9 +138,8 @@ def masked_mean(x, mask):
 
 
 def sequence_log_ratio(logp, old_logp, mask):
-    """log s_j = mean over the action's tokens of [log pi_theta - log pi_old] (length-normalised).
-    Clamped to +-20, as verl does, so exp() never overflows on a wild sample."""
-    return masked_mean(logp - old_logp, mask).clamp(-20.0, 20.0)
+    """log s_j = mean over the action's tokens of [log pi_theta - log pi_old] (length-normalised), clamped."""
+    return masked_mean(logp - old_logp, mask).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
 
 
 def gspo_loss(logp, old_logp, mask, adv, clip_low, clip_high):
@@ -127,7 +152,7 @@ def gspo_loss(logp, old_logp, mask, adv, clip_low, clip_high):
 
 def grpo_loss(logp, old_logp, mask, adv, clip_low, clip_high):
     """Per-sample token-level PPO-clip (GRPO): mean over tokens of -min(r_k A, clip(r_k) A)."""
-    r = (logp - old_logp).clamp(-20.0, 20.0).exp()
+    r = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp()
     a = adv[:, None]
     return masked_mean(-torch.min(r * a, r.clamp(1 - clip_low, 1 + clip_high) * a), mask)
 
@@ -150,7 +175,7 @@ def clip_fractions(loss, logp, old_logp, mask, adv, clip_low, clip_high):
     if loss == "gspo":
         ratio, where = sequence_log_ratio(logp, old_logp, mask).exp()[:, None], torch.ones_like(adv[:, None])
     else:
-        ratio, where = (logp - old_logp).clamp(-20.0, 20.0).exp(), mask
+        ratio, where = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp(), mask
     low = (ratio < 1 - clip_low) & (adv[:, None] < 0)
     high = (ratio > 1 + clip_high) & (adv[:, None] > 0)
     return masked_mean(low.float(), where), masked_mean(high.float(), where)
@@ -158,7 +183,7 @@ def clip_fractions(loss, logp, old_logp, mask, adv, clip_low, clip_high):
 
 def kl_k3(logp, ref_logp, mask):
     """Low-variance ("k3") estimator of KL(pi_theta || pi_ref) per sample: mean_k [e^d - d - 1], d = ref - logp."""
-    d = (ref_logp - logp).clamp(-20.0, 20.0)
+    d = (ref_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return masked_mean(d.exp() - d - 1, mask)
 
 
@@ -198,16 +223,16 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
 
     samples:    list[TurnSample] (per turn for the sweep; whole-episode or per turn for "all")
     advantages: [num_episodes] tensor from grae_advantages (on any device: moved to the parameters')
-    optimizer:  a torch optimizer, or a list of one per turn index (one set of moments per turn); "all" takes one
+    optimizer:  a torch optimizer, or a list of one per turn index (one set of moments per turn; the sweep only)
     num_turns:  the most turns an episode can have (the same on every process)
     step_seed:  seeds the random order and the minibatch splits (the same on every process)
-    reduce_sum: sums a tensor over processes (identity on one); see sweep_plumbing.Plumbing
+    reduce_sum: sums a tensor over processes (identity on one); see sweep_plumbing.py
     """
-    assert cfg.schedule in ("sweep", "all") and cfg.loss in LOSSES and cfg.order in ORDERS, cfg
     per_turn = cfg.schedule == "sweep"
+    assert per_turn or not isinstance(optimizer, list), "the all-turns schedule takes one optimizer, not one per turn"
     assert not per_turn or all(0 <= s.turn < num_turns for s in samples), \
         f"the sweep takes per-turn samples of turns 0..{num_turns - 1} (num_turns={num_turns})"
-    run = Plumbing(logprob_fn, optimizer, cfg, reduce_sum, step_seed)  # micro-batches, sums, guard, statistics
+    run = Plumbing(logprob_fn, optimizer, cfg, reduce_sum, step_seed)  # micro-batches, sums, statistics
     A = advantages.to(run.device)
     M = torch.ones_like(A)  # M_j, the correction
 
@@ -220,19 +245,28 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
         ref = run.logprobs(S, reference=True)[0] if cfg.kl_coef else None
         M_j = M[j]  # this turn's correction of each sample's episode (a copy: M[j] gathers)
         A_hat = A[j] * M_j  # a constant here: no gradient flows through M
-
-        def loss(logp, rows):  # turn t's per-sample loss on S[rows], and what to report of it
-            m, o = mask[rows, : logp.shape[1]], old[rows, : logp.shape[1]]
-            per_sample = LOSSES[cfg.loss](logp, o, m, A_hat[rows], cfg.clip_low, cfg.clip_high)
-            kl = kl_k3(logp, ref[rows, : logp.shape[1]], m) if ref is not None else None
-            clipped = clip_fractions(cfg.loss, logp.detach(), o, m, A_hat[rows], cfg.clip_low, cfg.clip_high)
-            return (per_sample if kl is None else per_sample + cfg.kl_coef * kl), kl, clipped
+        opt = optimizer[t] if isinstance(optimizer, list) else optimizer  # turn t's own moments, or the shared ones
 
         for rows in run.minibatches(len(S)):  # ppo_epochs passes, each split into minibatches
-            run.optimizer_step(t, S, rows, loss)
+            opt.zero_grad()
+            n = run.count(rows)  # the loss is a mean over the minibatch's samples on ALL processes
+            for micro in run.micro_batches(S, rows):  # gradients accumulate over micro-batches of token_budget
+                logp = logprob_fn([S[i] for i in micro])[0].float()  # [b, a]: with the gradient
+                m, o, a = mask[micro, : logp.shape[1]], old[micro, : logp.shape[1]], A_hat[micro]
+                per_sample = LOSSES[cfg.loss](logp, o, m, a, cfg.clip_low, cfg.clip_high)
+                kl = kl_k3(logp, ref[micro, : logp.shape[1]], m) if ref is not None else None
+                loss = per_sample if kl is None else per_sample + cfg.kl_coef * kl
+                (loss.sum() / n).backward()
+                run.record(t, loss, kl, clip_fractions(cfg.loss, logp.detach(), o, m, a, cfg.clip_low, cfg.clip_high))
+            run.sum_gradients()  # over processes: each holds its own samples (why not DDP: sweep_plumbing.py)
+            if run.finite_gradients():  # a NaN or inf never reaches the weights: the step is skipped, with a warning
+                run.took_step(torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm))
+                opt.step()
+
         new = run.logprobs(S)[0]
         M_next, r = correction_update(M_j, new, old, mask, cfg.correction_clip)  # r_j; M_j <- clip(M_j r_j)
         if per_turn and cfg.correction:
             M[j] = M_next  # the turns updated after this one see how far this one moved
-        run.end_turn(t, S, M_j, r, new, mask)
+        sampled = run.sampled(S, new.shape[1])  # log pi at sampling time, if known: how far the update went
+        run.end_turn(t, S, M_j, r, kl_k3(new, sampled, mask) if sampled is not None else None)
     return run.statistics()

@@ -1,19 +1,19 @@
-"""The machinery under seeupo.sweep(), kept out of the algorithm's way: one training step's micro-batches, sums
-over processes, optimizer steps with their non-finite guard, and statistics.
+"""The incidental machinery under seeupo.sweep(), kept out of the algorithm's way: packing micro-batches by token
+budget, sums over processes, the non-finite guard's bookkeeping, and statistics (one dict of sums per turn,
+reduced over processes once, when the turn ends).
 
   Plumbing(logprob_fn, optimizer, cfg, reduce_sum, step_seed)   one per sweep() call
     .count(S)               how many samples of S all processes hold together (a process may hold none of a turn)
     .logprobs(S, reference) no-grad log-probs of S, micro-batched: [N, A] float and [N, A] bool mask
     .minibatches(n)         cfg.ppo_epochs passes over n samples, each split into cfg.minibatches random parts
-    .optimizer_step(t, S, rows, loss)   one optimizer step on the samples S[rows]: gradients accumulated over
-                            micro-batches of at most cfg.token_budget padded tokens, summed over processes,
-                            skipped (with a warning) if not finite, clipped to cfg.max_grad_norm; turn t's own
-                            optimizer when there is one per turn
-    .end_turn(...), .statistics()   what sweep() returns, per turn and for the whole step, over all processes
+    .micro_batches(S, rows) rows split into micro-batches of at most cfg.token_budget padded tokens
+    .sum_gradients()        every trainable gradient summed over processes (zeros where a process had no sample)
+    .finite_gradients()     False, with a warning, where a gradient is not finite: sweep() then skips the step
+    .record(...), .took_step(norm), .sampled(S, width), .end_turn(...), .statistics()   what sweep() returns
 
-Why gradients are summed here and not by DDP: processes hold different numbers of samples of a turn, or none,
-so DDP's lock-step backward would hang. Instead every process takes every optimizer step, with the gradients
-summed over processes by reduce_sum (zero where a process has no sample).
+Why gradients are summed here and not by DDP (and why train.py never calls accelerator.prepare on the model):
+processes hold different numbers of samples of a turn, or none, so DDP's lock-step backward would hang. Instead
+every process takes every optimizer step, with the gradients summed over processes by reduce_sum.
 """
 
 import warnings
@@ -37,26 +37,28 @@ def micro_batches(indices, costs, token_budget):
     return out + [batch] if batch else out
 
 
-def _padded(rows, device):
-    """Lists of floats -> a left-aligned [N, A] tensor."""
-    out = torch.zeros(len(rows), max([len(r) for r in rows], default=1), device=device)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
-    return out
+def left_aligned(rows, width, device, dtype=torch.float32):
+    """Rows of different lengths (lists or 1-D tensors) in one [N, width] tensor, each from column 0, and its mask."""
+    out = torch.zeros(len(rows), width, dtype=dtype, device=device)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool, device=device)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=dtype)
+        mask[i, : len(row)] = True
+    return out, mask
 
 
 class Plumbing:
     """One sweep's machinery; see the module docstring."""
 
     def __init__(self, logprob_fn, optimizer, cfg, reduce_sum, step_seed):
-        self.logprob_fn, self.optimizer, self.cfg, self.reduce_sum = logprob_fn, optimizer, cfg, reduce_sum
+        self.logprob_fn, self.cfg, self.reduce_sum = logprob_fn, cfg, reduce_sum
         first = optimizer[0] if isinstance(optimizer, list) else optimizer
         self.params = [p for group in first.param_groups for p in group["params"] if p.requires_grad]
         self.device = self.params[0].device  # the policy's: every tensor of the sweep lives there
         self.generator = torch.Generator().manual_seed(step_seed)  # draws the minibatch splits
+        self.sums = {}  # per turn: the sums of what its loss reported (loss, kl, clip fractions)
         self.turns, self.applied = {}, []  # per turn: its statistics; the M_j each sample's advantage was scaled by
-        self.steps = []  # per optimizer step: (grad norm, taken); per turn, the sums of what its loss reported
-        self.sums = {}
+        self.steps = []  # per optimizer step: (grad norm, taken)
 
     def count(self, samples):
         return self.reduce_sum(torch.tensor([float(len(samples))], device=self.device)).item()
@@ -64,16 +66,15 @@ class Plumbing:
     def logprobs(self, samples, reference=False):
         """No-grad log-probs of all samples, micro-batched, as one [N, A] tensor and mask, rows in sample order.
         (A process may have no sample of a turn that others have: then N = 0, still on the right device.)"""
-        parts = {}
+        rows, masks = [None] * len(samples), [None] * len(samples)
         with torch.no_grad():
-            for mb in micro_batches(range(len(samples)), [s.cost for s in samples], self.cfg.token_budget):
+            for mb in self.micro_batches(samples, range(len(samples))):
                 lp, m = self.logprob_fn([samples[i] for i in mb], reference)
-                parts.update({i: (lp[k].float(), m[k]) for k, i in enumerate(mb)})
-        width = max([lp.shape[0] for lp, _ in parts.values()], default=1)
-        logp = torch.zeros(len(samples), width, device=self.device)
-        mask = torch.zeros(len(samples), width, dtype=torch.bool, device=self.device)
-        for i, (lp, m) in parts.items():
-            logp[i, : len(lp)], mask[i, : len(m)] = lp, m
+                for k, i in enumerate(mb):
+                    rows[i], masks[i] = lp[k].float(), m[k]
+        width = max([len(r) for r in rows], default=1)
+        logp, _ = left_aligned(rows, width, self.device)
+        mask, _ = left_aligned(masks, width, self.device, dtype=torch.bool)
         return logp, mask
 
     def minibatches(self, n):
@@ -82,61 +83,61 @@ class Plumbing:
             for k in range(self.cfg.minibatches):
                 yield perm[k :: self.cfg.minibatches]
 
-    def optimizer_step(self, turn, samples, rows, loss):
-        """One optimizer step on samples[i], i in rows. loss(logp, rows) -> (per-sample loss, per-sample KL or
-        None, (clipped low, clipped high) per sample or None), for the samples[rows] of one micro-batch."""
-        cfg = self.cfg
-        optimizer = self.optimizer[turn] if isinstance(self.optimizer, list) else self.optimizer
-        # the loss is a mean over the minibatch's samples on ALL processes: divide by the global count
-        n_global = self.count(rows)
-        for p in self.params:
-            p.grad = torch.zeros_like(p)
-        sums = self.sums.setdefault(turn, {})
-        for micro in micro_batches(rows, [s.cost for s in samples], cfg.token_budget):
-            logp, _ = self.logprob_fn([samples[i] for i in micro])
-            per_sample, kl, clipped = loss(logp.float(), micro)
-            (per_sample.sum() / max(n_global, 1)).backward()
-            reported = {"loss": per_sample, "kl": kl, **(dict(zip(("clip_low", "clip_high"), clipped)) if clipped else {})}
-            for name, value in reported.items():
-                if value is not None:
-                    sums[name] = sums.get(name, 0.0) + value.detach().sum().item()
-        flat = self.reduce_sum(torch.cat([p.grad.reshape(-1) for p in self.params]))
-        if not torch.isfinite(flat).all():  # never let NaN/inf reach the weights
-            warnings.warn("seeupo: non-finite gradient, optimizer step skipped")
-            self.steps.append((0.0, False))
-            return
+    def micro_batches(self, samples, rows):
+        return micro_batches(rows, [s.cost for s in samples], self.cfg.token_budget)
+
+    def sum_gradients(self):
+        """Every trainable parameter's gradient summed over processes (a parameter without one counts as zeros)."""
+        flat = self.reduce_sum(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                          for p in self.params]))
         offset = 0
         for p in self.params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
             offset += p.numel()
-        self.steps.append((float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)), True))
-        optimizer.step()
 
-    def end_turn(self, turn, samples, correction, ratio, new_logp, mask):
+    def finite_gradients(self):
+        if all(torch.isfinite(p.grad).all() for p in self.params):
+            return True
+        warnings.warn("seeupo: non-finite gradient, optimizer step skipped")
+        self.steps.append((0.0, False))
+        return False
+
+    def took_step(self, grad_norm):
+        self.steps.append((float(grad_norm), True))
+
+    def record(self, turn, loss, kl, clipped):
+        """A micro-batch's per-sample loss, KL (or None) and clip fractions (low, high; or None), summed per turn."""
+        sums = self.sums.setdefault(turn, {})
+        reported = {"loss": loss, "kl": kl, **dict(zip(("clipfrac_low", "clipfrac_high"), clipped or ()))}
+        for name, value in reported.items():
+            if value is not None:
+                sums[name] = sums.get(name, 0.0) + value.detach().sum().item()
+
+    def sampled(self, samples, width):
+        """[N, width] log pi of each sample's tokens when they were sampled, or None where samples do not say."""
+        if any(s.sampled is None for s in samples):
+            return None
+        return left_aligned([s.sampled[:width] for s in samples], width, self.device)[0]
+
+    def end_turn(self, turn, samples, correction, ratio, approx_kl):
         """A turn's statistics, means over all processes' samples: loss, KL to the reference, clip fractions
         (low, high, their sum clipfrac; none for a loss without a clip), r_j and the M_j applied (mean and std),
         and approx_kl, the k3 KL of the updated policy to the one that sampled (where samples say how)."""
         self.applied.append(correction)
-        sampled = [s.sampled for s in samples]
-        approx_kl = torch.zeros(len(samples), device=self.device)
-        if all(x is not None for x in sampled):
-            d = (_padded(sampled, self.device)[:, : new_logp.shape[1]] - new_logp).clamp(-20.0, 20.0)
-            approx_kl = ((d.exp() - d - 1) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
         sums = self.sums.get(turn, {})
-        names = ["loss", "kl", *(["clip_low", "clip_high"] if self.cfg.loss != "reinforce" else [])]  # as every process
-        moments = [ratio, correction, approx_kl]
+        names = ["loss", "kl", *(["clipfrac_low", "clipfrac_high"] if self.cfg.loss != "reinforce" else [])]
+        moments = [ratio, correction, approx_kl if approx_kl is not None else torch.zeros_like(ratio)]
         totals = self.reduce_sum(torch.tensor(
             [float(len(samples))] + [sums.get(k, 0.0) for k in names]
             + [v for x in moments for v in (x.sum().item(), (x**2).sum().item())],
             dtype=torch.float64, device=self.device)).tolist()
         n, epochs = totals[0], self.cfg.ppo_epochs
         stats = {"n": int(n), **{k: totals[1 + i] / (n * epochs) for i, k in enumerate(names)}}
-        if "clip_low" in stats:
-            stats["clipfrac"] = stats["clip_low"] + stats["clip_high"]
-            stats["clipfrac_low"], stats["clipfrac_high"] = stats.pop("clip_low"), stats.pop("clip_high")
+        if "clipfrac_low" in stats:
+            stats["clipfrac"] = stats["clipfrac_low"] + stats["clipfrac_high"]
         mean_std = [_mean_std(totals[k], totals[k + 1], n) for k in range(1 + len(names), len(totals), 2)]
         (stats["ratio_mean"], stats["ratio_std"]), (stats["correction_mean"], stats["correction_std"]) = mean_std[:2]
-        if all(x is not None for x in sampled):
+        if approx_kl is not None:
             stats["approx_kl"] = mean_std[2][0]
         self.turns[turn] = stats
 

@@ -36,7 +36,8 @@ tests/test_seeupo.py asserts the numbers above and uses `Tabular` to test the sw
 
 import torch
 
-from seeupo import ALGOS, SweepConfig, TurnSample, grae_advantages, preset, sweep
+from seeupo import ALL_TURNS, SweepConfig, TurnSample, grae_advantages, sweep
+from sweep_plumbing import left_aligned
 
 TURNS = 2  # turn 1 picks a branch, turn 2 an action
 PAYOFF = torch.tensor([[0.5, 0.5, 0.5],    # branch 0: safe, 0.5 whatever turn 2 does
@@ -55,9 +56,8 @@ class Tabular(torch.nn.Module):
 
     def __call__(self, samples, reference=False):  # seeupo's logprob_fn; sample.data = (rows, actions)
         width = max(len(s.data[0]) for s in samples)
-        mask = torch.tensor([[k < len(s.data[0]) for k in range(width)] for s in samples])
-        rows = torch.tensor([s.data[0] + [0] * (width - len(s.data[0])) for s in samples])
-        actions = torch.tensor([s.data[1] + [0] * (width - len(s.data[1])) for s in samples])
+        rows, mask = left_aligned([s.data[0] for s in samples], width, "cpu", dtype=torch.long)
+        actions, _ = left_aligned([s.data[1] for s in samples], width, "cpu", dtype=torch.long)
         logp = self.table[rows].log_softmax(-1).gather(-1, actions[..., None])[..., 0]
         return logp * mask, mask
 
@@ -76,8 +76,8 @@ def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minib
     torch.manual_seed(seed)
     policy = Tabular()
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
-    cfg = SweepConfig(**preset(algo), order=order, correction=correction, minibatches=minibatches,
-                      ppo_epochs=ppo_epochs, max_grad_norm=1e9)
+    cfg = SweepConfig(algo=algo, order=order, correction=correction, minibatches=minibatches, ppo_epochs=ppo_epochs,
+                      kl_coef=0.0, max_grad_norm=1e9)
     for step in range(steps):
         with torch.no_grad():
             p = policy.table.softmax(-1)
@@ -85,11 +85,11 @@ def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minib
             a2 = torch.multinomial(p[1 + a1], 1)[:, 0]
         advantages = grae_advantages(PAYOFF[a1, a2], torch.arange(episodes) // group)
         a1, a2 = a1.tolist(), a2.tolist()
-        if ALGOS[algo][0] == "sweep" or baseline_samples == "turn":
+        if cfg.schedule == "sweep" or baseline_samples == "turn":
             samples = [TurnSample(j, 0, 1, ([0], [a1[j]])) for j in range(episodes)]
             samples += [TurnSample(j, 1, 1, ([1 + a1[j]], [a2[j]])) for j in range(episodes)]
         else:
-            samples = [TurnSample(j, -1, 2, ([0, 1 + a1[j]], [a1[j], a2[j]])) for j in range(episodes)]
+            samples = [TurnSample(j, ALL_TURNS, 2, ([0, 1 + a1[j]], [a1[j], a2[j]])) for j in range(episodes)]
         sweep(policy, optimizer, samples, advantages, cfg, num_turns=TURNS, step_seed=step)
         if log:
             log(step + 1, policy)

@@ -11,10 +11,12 @@ from its context) but knows no strategy.
   build_tiny(seed)      tokenizer + model + warm-up, saved as a model folder; returns the folder
   tiny_path(seed)       that folder: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of
                         everything that shapes the model (this file and the environments' code)
+  model_path(name, seed)   what --model names, as a folder or Hub name: "tiny" is built (once), the rest as given
+  ScriptedPolicy        stands in for a model in rollout(): the warm-up's random actor, and the tests' oracle
 
-How it connects: for --model tiny, train.py and eval.py call build_tiny() and load the folder it returns with
-rollout.load_policy() like any local model (rollout.py never imports this file). The warm-up plays its random
-episodes through rollout.rollout() with a rollout.ScriptedPolicy and trains through Policy.turn_logprobs, so the
+How it connects: train.py, eval.py and the bench scripts resolve --model with model_path() and load the folder
+with rollout.load_policy() like any local model (rollout.py never imports this file). The warm-up plays its
+random episodes through rollout.rollout() with a ScriptedPolicy and trains through Policy.turn_logprobs, so the
 model sees exactly the token sequences that RL will produce.
 """
 
@@ -29,8 +31,8 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 import envs
-from rollout import END_OF_TURN, Actions, Policy, Sampling, ScriptedPolicy, rollout
-from seeupo import TurnSample
+from rollout import END_OF_TURN, Actions, Policy, SamplingArgs, rollout
+from seeupo import ALL_TURNS, TurnSample
 
 TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rope_theta=10000.0,
@@ -96,6 +98,31 @@ def tiny_tokenizer(seed=0):
     return wrap()
 
 
+class ScriptedPolicy(Policy):
+    """Stands in for a model in rollout(): `script(episode)` writes each turn, as text (an end-of-turn token
+    is appended) or as raw ids (kept as they are). The warm-up's random actor; the tests' oracle."""
+
+    def __init__(self, tokenizer, script, chat_kwargs=None):
+        super().__init__(None, tokenizer, chat_kwargs=chat_kwargs)
+        self.script = script
+
+    def act(self, episodes, sampling, reference=False):
+        out = []
+        for episode in episodes:
+            action = self.script(episode)
+            if isinstance(action, str):
+                action = self.tokenizer(action, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
+            action = action[: sampling.max_new_tokens]
+            out.append((action, [0.0] * len(action), [0.0] * len(action)))
+        return out
+
+
+def model_path(name, seed=0):
+    """--model as what rollout.load_policy() takes: "tiny" is the embedded default (built once, cached), anything
+    else (a Hub name, a local folder) passes through unchanged."""
+    return build_tiny(seed) if name == "tiny" else name
+
+
 def tiny_path(seed):
     """The cache folder of the tiny model for this seed; its name hashes everything that shapes it: this file
     (the config, the template, the tokenizer, the warm-up) and envs.py, the environments it warms up on."""
@@ -130,11 +157,12 @@ def build_tiny(seed, log=print):
         env_cls = envs.ENVS[names[step % len(names)]]
         tasks = rng.sample(env_cls.tasks("train"), TINY_WARMUP["episodes"])
         random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng))
-        episodes = rollout(random_actor, env_cls, tasks, group_size=1, sampling=Sampling())  # env_cls(): a fresh env
+        episodes = rollout(random_actor, env_cls, tasks, group_size=1, sampling=SamplingArgs())  # env_cls(): fresh env
         # next-token loss on whole transcripts, as pretraining would: predicting the environment's
         # replies (say, "C has" after get(C)) teaches in-context copying; the actions are uniform noise
         every = [list(range(1, len(e.token_ids))) for e in episodes]
-        logp, mask = policy.turn_logprobs([TurnSample(j, -1, len(e.token_ids), Actions(e.token_ids, len(e.token_ids), q, q))
+        logp, mask = policy.turn_logprobs([TurnSample(j, ALL_TURNS, len(e.token_ids),
+                                                      Actions(e.token_ids, len(e.token_ids), q, q))
                                            for j, (e, q) in enumerate(zip(episodes, every))])
         loss = -(logp * mask).sum() / mask.sum()
         optimizer.zero_grad()

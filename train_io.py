@@ -24,6 +24,8 @@ from dataclasses import asdict, fields
 import yaml
 from transformers import HfArgumentParser
 
+import seeupo
+
 # the tracker packages that --report_to needs (tensorboard is in requirements.txt)
 TRACKERS = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
 # TRL's names (GRPOConfig, ModelConfig) of flags that have another name here: an unknown flag names ours
@@ -31,11 +33,13 @@ TRL_NAMES = {"learning_rate": "lr", "max_steps": "steps", "output_dir": "out", "
              "beta": "kl_coef", "epsilon": "clip_low", "epsilon_high": "clip_high", "num_iterations": "ppo_epochs",
              "max_completion_length": "max_new_tokens", "model_name_or_path": "model", "load_in_4bit": "qlora",
              "eval_steps": "eval_every", "save_steps": "save_every", "resume_from_checkpoint": "resume",
-             "loss_type": "loss"}
+             "importance_sampling_level": "loss"}  # TRL's token | sequence: here --loss grpo | gspo
 CONFIG_FILES = (".yaml", ".yml", ".json")
 # what --resume may change: where and how the run reports and how long it goes on, never what it trains
 RESUME_MAY_CHANGE = {"steps", "out", "resume", "cpu_threads", "report_to", "eval_every", "save_every", "show_every",
                      "plot"}
+# args.json's record-only key, not a flag (a config file's copy of it is skipped): the steps the run resumed from
+RECORD_ONLY = {"resumed_from"}
 
 
 def unknown(name, Args):
@@ -59,6 +63,8 @@ def config_flags(path, Args):
         raise SystemExit(f"error: {path} must hold flag: value pairs")
     flags, names = [], {f.name for f in fields(Args)}
     for key, value in (values or {}).items():
+        if key in RECORD_ONLY:
+            continue
         if key not in names:
             raise SystemExit(f"error: {path}: {unknown(key, Args)}")
         if value is None:
@@ -78,11 +84,14 @@ def parse_args(Args, argv=None):
     flags = config_flags(file.config, Args) if file.config else []
     parser = HfArgumentParser(Args, description="Flags may follow a YAML or JSON file of them (train.py FILE [flags], "
                                                 "or --config FILE): the typed flags override the file's values.")
-    args, rest = parser.parse_args_into_dataclasses(flags + argv, return_remaining_strings=True)
+    try:
+        args, rest = parser.parse_args_into_dataclasses(flags + argv, return_remaining_strings=True)
+    except ValueError as e:  # seeupo.SweepConfig's checks: a preset or knob that does not exist, a contradiction
+        raise SystemExit(f"error: {e}")
     if rest:
         raise SystemExit(f"error: {unknown(rest[0].split('=')[0].lstrip('-'), Args)}" if rest[0].startswith("--")
                          else f"error: unexpected argument {rest[0]!r} (a config file goes first)")
-    sweep = args.algo == "seeupo"
+    sweep = args.schedule == "sweep"
     problems = [
         args.group_size < 2 and "--group_size must be >= 2: a lone episode has no group to be relative to",
         args.steps < 1 and "--steps must be >= 1",
@@ -91,12 +100,10 @@ def parse_args(Args, argv=None):
         args.tasks_per_step < 1 and "--tasks_per_step must be >= 1",
         args.max_new_tokens >= args.max_context and "--max_context must be larger than --max_new_tokens",
         (args.minibatches < 1 or args.ppo_epochs < 1) and "--minibatches and --ppo_epochs must be >= 1",
-        not sweep and (args.order != "reverse" or not args.correction)
-        and "--order and --no-correction belong to --algo seeupo",
         not sweep and args.optimizer_state != "shared"
-        and "--optimizer_state per_turn belongs to --algo seeupo (the all-turns baselines have one update a step)",
+        and "--optimizer_state per_turn belongs to --schedule sweep (all turns at once take one update a step)",
         sweep and args.baseline_samples != "episode"
-        and "--baseline_samples belongs to the baselines (--algo grpo, gspo or reinforce)",
+        and "--baseline_samples belongs to --schedule all (the baselines --algo gspo, grpo, reinforce)",
         args.plot and not importlib.util.find_spec("matplotlib") and "--plot needs: pip install matplotlib==3.11.2",
         args.report_to != "none" and not importlib.util.find_spec(args.report_to)
         and f"--report_to {args.report_to} needs: pip install {TRACKERS[args.report_to]}",
@@ -147,17 +154,39 @@ class Run:
         os.makedirs(self.out, exist_ok=True)
         return checkpoint
 
-    def start(self, args, checkpoint, progress):
-        """A new run empties its files; a resumed one drops what was written after its checkpoint. Either way
-        args.json records the flags (a resumed run's new --steps too): a copy of it starts the run again."""
+    def start(self, args, checkpoint):
+        """A new run empties its files; a resumed one loads its checkpoint's state (optimizers, lr schedules, RNG)
+        and drops what was written after it. Either way args.json records the flags (a resumed run's new --steps
+        too: a copy of it starts the run again) and "resumed_from", the checkpoint steps that invocations of this
+        run resumed from ([]: never resumed); the trackers start. Returns the step to go on from."""
+        step = 0
         if checkpoint:
-            self.rewind(progress["step"])
+            self.accelerator.load_state(checkpoint)
+            step = json.load(open(os.path.join(checkpoint, "progress.json")))["step"]
+            self.rewind(step)
         elif self.accelerator.is_main_process:
             open(self.metrics, "w").close()
             open(self.samples, "w").close()
         if self.accelerator.is_main_process:
-            with open(os.path.join(self.out, "args.json"), "w") as f:
-                json.dump({**asdict(args), "resume": False}, f, indent=1)
+            path = os.path.join(self.out, "args.json")
+            held = json.load(open(path)) if checkpoint and os.path.exists(path) else {}
+            resumed = held.get("resumed_from", []) + [step] if checkpoint else []
+            with open(path, "w") as f:
+                json.dump({**asdict(args), "resume": False, "resumed_from": resumed}, f, indent=1)
+        name = os.path.basename(os.path.normpath(self.out))  # the run's name in wandb and trackio (project: seeupo)
+        self.accelerator.init_trackers("seeupo", config=asdict(args), init_kwargs={
+            "wandb": {"name": name, "dir": self.out}, "trackio": {"name": name}})
+        return step
+
+    def finish(self, policy, held_out, plot):
+        """The final adapter (PeftModel.from_pretrained loads it), and the plot if asked; the trackers closed."""
+        if self.accelerator.is_main_process:
+            policy.model.save_pretrained(os.path.join(self.out, "adapter"))
+            print(f"held-out success {held_out:.3f}; adapter in {os.path.join(self.out, 'adapter')}")
+            if plot:
+                from eval import plot_runs
+                print(f"plot: {plot_runs({'': [self.out]}, os.path.join(self.out, 'plot.png'))}")
+        self.accelerator.end_training()
 
     def save(self, policy, state):
         """Write the checkpoint to a new folder, then swap it in with renames: a crash while saving leaves
@@ -208,6 +237,8 @@ def check_resume(args):
     for a changed --steps under a decaying lr schedule."""
     path = os.path.join(args.out, "args.json")
     held = json.load(open(path)) if os.path.exists(path) else {}
+    method = {f.name for f in fields(seeupo.SweepConfig)}  # older runs wrote "" for a knob their --algo set
+    held.update(asdict(seeupo.SweepConfig(**{k: v for k, v in held.items() if k in method})) if held else {})
     changed = [k for k, v in asdict(args).items() if held.get(k, v) != v and k not in RESUME_MAY_CHANGE]
     if changed:
         k = changed[0]

@@ -1,6 +1,6 @@
 """SeeUPO against its ablations and the all-turns update, on paired seeds, with intervals (a benchmark, not a test).
 
-    python bench/compare.py                     # the authors' schedule: 8 methods x 10 seeds x lookup, relay (160 runs)
+    python bench/compare.py                     # the authors' schedule: 9 methods x 10 seeds x lookup, relay (180 runs)
     python bench/compare.py --quick             # seeupo, gspo, gspo x T; seeds 0-1; lookup; 50 steps
     python bench/compare.py --regime 16step     # the second regime: 16 clipped optimizer steps per turn
     python bench/compare.py --report            # only re-read the runs: every table, curve and interval
@@ -25,10 +25,14 @@ Methods (authors regime):
   forward                  turn order 1..T, with the correction        (ablation: the order)
   no-correction            reverse order, M = 1                        (ablation: the correction)
   ... per-turn             the same sweep with one set of AdamW moments per turn index (`--optimizer_state
-                           per_turn`): each turn's update its own, as HAML's argument assumes
+                           per_turn`): removes one of the three couplings between turns, the shared moments (not
+                           the shared weights; docs/algorithm.md, section 4)
   gspo x T                 all turns at once with T x as many minibatches: as many optimizer steps per batch as
                            the sweep takes (T = the env's turns), the control the paper does not run
   gspo                     all turns at once, one optimizer step per batch (the paper's baseline)
+  grpo x T                 gspo x T with the token-level loss (GRPO's clip per token). Its sweep counterpart is
+                           SeeUPO itself: at one step per turn the sweep's ratio is 1 where its gradient is taken,
+                           and there GSPO's and GRPO's losses have the same gradient (tests/test_compare.py)
 The 16step regime runs the earlier nine (seeupo, forward, random, no-correction, gspo, gspo x T, grpo, grpo x T,
 reinforce).
 
@@ -36,17 +40,21 @@ Measured per run (from its metrics.jsonl): the final held-out success; the area 
 the mean held-out success over the run, trapezoidal in sampled episodes: it rewards learning early); the sampled
 episodes until held-out success first reaches 0.8 (linearly interpolated between evaluations; None if never).
 Per method: mean and IQM (the mean of the middle half of the runs) with 95% percentile-bootstrap intervals.
-Per pair of methods (PAIRS): the mean paired difference over seeds with its 95% bootstrap interval, and the
-probability of improvement P(X > Y) over all pairs of runs (rliable, Agarwal et al. 2021) with its interval; a
-difference is called only where its interval excludes zero, else "not measurable with N seeds". Statistics:
-scipy.stats.bootstrap, 10,000 resamples, a fixed seed, so the report is a pure function of the runs.
+Per pair of methods (PAIRS): the mean paired difference over seeds with its 95% bootstrap and paired-t intervals,
+the paired t-test's p and the exact Wilcoxon signed-rank p, both Holm-adjusted over the family of every paired
+comparison in the report, and rliable's probability of improvement P(X > Y). A difference is called only by
+compare_stats.RULE (the Holm-adjusted t-test rejects and both intervals exclude zero), else "not measurable with
+N seeds". Bootstrap: 10,000 resamples, a fixed seed, so the report is a pure function of the runs.
 
-Results: OUT/ENV/lrLR/METHOD/seedS/ holds each run's --out. Its args.json and metrics.jsonl.gz (the metrics,
-gzipped once the run ends) and wall.json (the seconds of every invocation that worked on it) are committed; the
-adapter, checkpoints and log are not. A finished run is not run again; a run cut off resumes from its
-checkpoint. Then OUT/results.md, results.json (tests/test_compare.py checks that it is what --report computes
-from the committed runs) and, per env and lr, a PNG of the curves (eval.plot_runs()) and one of the paired
-differences (both need matplotlib: pip install matplotlib==3.11.2).
+Results: OUT/ENV/lrLR/METHOD/seedS/ holds each run's --out. Its args.json (with "resumed_from": the checkpoint
+steps it resumed from), metrics.jsonl.gz (gzipped once the run ends) and wall.json are committed; the adapter,
+checkpoints and log are not. wall.json records every invocation that worked on the run, written as it starts
+(so a killed one counts too): its seconds, exit, the step it resumed from, and the CPU model, torch threads and
+runs at a time it ran with; the report's header counts them. A finished run is not run again; a run cut off
+resumes from its checkpoint. Then OUT/results.md, results.json (tests/test_compare.py checks that it is byte for
+byte what --report computes from the committed runs, and that its verdicts follow from its numbers by the rule),
+per env and lr a PNG of the curves (eval.plot_runs()), and differences.png, every paired difference with its
+intervals (the PNGs need matplotlib, in requirements.txt).
 """
 
 import argparse
@@ -59,6 +67,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm import tqdm
@@ -67,6 +76,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
 from eval import read_metrics  # noqa: E402
+import compare_stats as stats  # noqa: E402  (bench/compare_stats.py)
 from seeds import cpu_model  # noqa: E402  (bench/seeds.py)
 
 THEIR_BASELINES = ["--baseline_samples", "turn", "--std_norm", "--no_batch_norm"]
@@ -78,7 +88,7 @@ REGIMES = {
                                 save_every=20),
                     lrs=(1e-3,), seeds=10, baselines=THEIR_BASELINES,
                     methods=("seeupo", "forward", "no-correction", "seeupo per-turn", "forward per-turn",
-                             "no-correction per-turn", "gspo x T", "gspo")),
+                             "no-correction per-turn", "gspo x T", "gspo", "grpo x T")),
     "16step": dict(shared=dict(steps=25, tasks_per_step=8, group_size=8, ppo_epochs=4, minibatches=4, kl_coef=0.05,
                                eval_every=5, eval_tasks=64, eval_samples=2, save_every=5),
                    lrs=(1e-3, 3e-3), seeds=3, baselines=[],
@@ -86,6 +96,7 @@ REGIMES = {
                             "reinforce")),
 }
 ENVS = ("lookup", "relay")
+HEARTBEAT = 30  # seconds between the updates of a running invocation's record in wall.json
 # (X, Y, the question X - Y answers): the pairs whose paired differences the report gives, where both ran
 PAIRS = [("seeupo", "forward", "the reverse order vs forward"),
          ("seeupo per-turn", "forward per-turn", "the reverse order vs forward, Adam per turn"),
@@ -94,12 +105,11 @@ PAIRS = [("seeupo", "forward", "the reverse order vs forward"),
          ("seeupo", "gspo x T", "the sweep vs all turns at once, at equal optimizer steps"),
          ("seeupo per-turn", "gspo x T", "the sweep (Adam per turn) vs all turns at once, equal steps"),
          ("seeupo", "gspo", "the sweep vs the paper's one-step baseline"),
+         ("seeupo", "grpo x T", "the sweep vs all turns at once with a token-level loss, equal steps"),
          ("seeupo per-turn", "seeupo", "one Adam state per turn vs one shared"),
          ("forward per-turn", "forward", "one Adam state per turn vs one shared (forward)"),
          ("no-correction per-turn", "no-correction", "one Adam state per turn vs one shared (no correction)")]
 METRICS = {"final": "final held-out success", "auc": "area under the held-out curve (mean success over the run)"}
-RESAMPLES, STAT_SEED = 10_000, 0
-MIN_SEEDS = 5  # below this a percentile bootstrap's interval is too narrow to call anything
 
 
 def method_flags(method, turns, regime):
@@ -143,30 +153,66 @@ def train(args, env, lr, method, seed):
         wanted = {**{k: v for k, v in shared.items() if f"--{k}" not in flags}, "lr": lr, "seed": seed}
         if any(held.get(k) != v for k, v in wanted.items()):
             raise SystemExit(f"error: {out} holds a run with other settings than {wanted}; choose another --out")
-    resume = ["--resume"] if os.path.exists(os.path.join(out, "checkpoint")) else []
-    if not resume:
+    # every invocation's record is written as it starts and its seconds every HEARTBEAT s while it runs: one that
+    # never finished (compare.py itself killed) is found here, its seconds those of its last heartbeat
+    invocations = invocations_of(out)
+    if invocations and invocations[-1]["exit"] is None:
+        invocations[-1]["exit"] = f"killed (seconds: to its last record, at most {HEARTBEAT} s before)"
+    progress = os.path.join(out, "checkpoint", "progress.json")
+    resumed_from = json.load(open(progress))["step"] if os.path.exists(progress) else None
+    if resumed_from is None:
         shutil.rmtree(out, ignore_errors=True)  # a run killed before its first checkpoint: start it afresh
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--env", env, "--lr", str(lr), "--seed", str(seed),
            "--out", out, "--cpu_threads", str(args.threads),
-           *[x for k, v in shared.items() for x in (f"--{k}", str(v))], *flags, *resume]
-    start = time.time()
-    with open(os.path.join(out, "log.txt"), "a") as log:
-        log.write(" ".join(cmd) + "\n")
-        log.flush()
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    if code:
-        raise RuntimeError(f"{out} failed (exit {code}); see {out}/log.txt")
-    wall = os.path.join(out, "wall.json")
-    seconds = json.load(open(wall))["invocations"] if os.path.exists(wall) else []
-    with open(wall, "w") as f:
-        json.dump({"invocations": seconds + [round(time.time() - start, 1)], "cpu": cpu_model(),
-                   "runs_at_a_time": args.jobs, "threads": args.threads}, f)
+           *[x for k, v in shared.items() for x in (f"--{k}", str(v))], *flags,
+           *(["--resume"] if resumed_from is not None else [])]
+    record = {"start": round(time.time(), 1), "seconds": 0.0, "exit": None, "resumed_from_step": resumed_from,
+              "cpu": cpu_model(), "threads": args.threads, "runs_at_a_time": args.jobs}
+    write_wall(out, invocations + [record])
+    try:
+        with open(os.path.join(out, "log.txt"), "a") as log:
+            log.write(" ".join(cmd) + "\n")
+            log.flush()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            while record["exit"] is None:
+                try:
+                    record["exit"] = proc.wait(timeout=HEARTBEAT)
+                except subprocess.TimeoutExpired:
+                    record["seconds"] = round(time.time() - record["start"], 1)
+                    write_wall(out, invocations + [record])
+    finally:  # a failed or interrupted invocation's seconds count too
+        record["seconds"] = round(time.time() - record["start"], 1)
+        record["exit"] = "interrupted" if record["exit"] is None else record["exit"]
+        write_wall(out, invocations + [record])
+    if record["exit"]:
+        raise RuntimeError(f"{out} failed (exit {record['exit']}); see {out}/log.txt")
     with open(os.path.join(out, "metrics.jsonl"), "rb") as f, gzip.GzipFile(
             os.path.join(out, "metrics.jsonl.gz"), "wb", mtime=0) as z:  # mtime 0: the same bytes every time
         z.write(f.read())
     os.remove(os.path.join(out, "metrics.jsonl"))
     return out
+
+
+def invocations_of(folder):
+    """wall.json's record of every invocation that worked on a run: seconds, exit, the step it resumed from, the
+    CPU model, torch threads and runs at a time. Older runs kept only the seconds of the invocations that
+    finished, and the machine of the last one: what they did not record is "unknown"."""
+    path = os.path.join(folder, "wall.json")
+    if not os.path.exists(path):
+        return []
+    wall = json.load(open(path))
+    if not wall["invocations"] or isinstance(wall["invocations"][0], dict):
+        return wall["invocations"]
+    last = len(wall["invocations"]) - 1
+    return [{"seconds": s, "exit": 0, "resumed_from_step": "unknown",
+             **{k: wall[k] if i == last else "unknown" for k in ("cpu", "threads", "runs_at_a_time")}}
+            for i, s in enumerate(wall["invocations"])]
+
+
+def write_wall(folder, invocations):
+    with open(os.path.join(folder, "wall.json"), "w") as f:
+        json.dump({"invocations": invocations}, f, indent=1)
 
 
 # ----------------------------------------------------------------------------- one run's numbers
@@ -181,15 +227,26 @@ def read_run(folder):
     curve = [(x[r["step"]], r["eval_success_rate"]) for r in records if "eval_success_rate" in r]
     area = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(curve, curve[1:])) / curve[-1][0]
     turns = [s for r in steps for t, s in r["turn_stats"].items() if t != "-1"]
-    wall = json.load(open(os.path.join(folder, "wall.json"))) if os.path.exists(os.path.join(folder, "wall.json")) \
-        else {"invocations": []}
-    return {"final": curve[-1][1], "auc": area, "to_80": first_reach(curve, 0.8), "eval_curve": curve,
+    wall = invocations_of(folder)
+    resumed = json.load(open(os.path.join(folder, "args.json"))).get("resumed_from", "unknown")  # older runs: unknown
+    return {"machines": [machine(i) for i in wall] or ["unknown"],
+            "resumed": resumed if resumed == "unknown" else "from step " + ", ".join(map(str, resumed)) if resumed
+            else "never",
+            "final": curve[-1][1], "auc": area, "to_80": first_reach(curve, 0.8), "eval_curve": curve,
             "kl_end": steps[-1]["kl"], "optimizer_steps_per_batch": statistics.fmean(r["optimizer_steps"] for r in steps),
             # the correction M_j each turn applied, over the run's steps: the range of its per-turn mean, its largest std
             "correction_mean_range": [min(s["correction_mean"] for s in turns), max(s["correction_mean"] for s in turns)]
             if turns else None,
             "correction_std_max": max(s["correction_std"] for s in turns) if turns else None,
-            "step_seconds": statistics.fmean(r["step_seconds"] for r in steps), "wall_seconds": sum(wall["invocations"])}
+            "step_seconds": statistics.fmean(r["step_seconds"] for r in steps),
+            "wall_seconds": sum(i["seconds"] for i in wall if isinstance(i["seconds"], float | int))}
+
+
+def machine(invocation):
+    """One invocation's machine, as it recorded it: CPU model, torch threads per run, runs at a time."""
+    if invocation["cpu"] == "unknown":
+        return "unknown"
+    return f"{invocation['cpu']}, {invocation['threads']} torch thread(s) per run, {invocation['runs_at_a_time']} at a time"
 
 
 def first_reach(curve, level):
@@ -201,44 +258,14 @@ def first_reach(curve, level):
     return 0 if curve and curve[0][1] >= level else None
 
 
-# ----------------------------------------------------------------------------- statistics (scipy, rliable's recipe)
-def _interval(samples, statistic, paired=False):
-    """The 95% percentile-bootstrap interval of statistic(*samples): a fixed seed, so the report is reproducible."""
-    import numpy as np
-    from scipy.stats import bootstrap
-    if all(len(set(s)) == 1 for s in samples):  # no spread: every resample gives the same value
-        value = float(statistic(*[np.array(s) for s in samples]))
-        return [value, value]
-    result = bootstrap([np.array(s, dtype=float) for s in samples], statistic, paired=paired, vectorized=True,
-                       n_resamples=RESAMPLES, confidence_level=0.95, method="percentile",
-                       random_state=np.random.default_rng(STAT_SEED))
-    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
-
-
-def _mean(x, axis=-1):
-    import numpy as np
-    return np.mean(x, axis=axis)
-
-
-def _iqm(x, axis=-1):
-    from scipy.stats import trim_mean
-    return trim_mean(x, 0.25, axis=axis)
-
-
-def _improvement(x, y, axis=-1):
-    """rliable's probability of improvement P(X > Y): over all pairs of runs, 1 where x > y, 1/2 where equal."""
-    import numpy as np
-    x, y = np.expand_dims(x, -1), np.expand_dims(y, -2)
-    return ((x > y) + 0.5 * (x == y)).mean(axis=(-1, -2))
-
-
+# ----------------------------------------------------------------------------- per method, per pair
 def method_summary(runs):
     """Over one method's runs (seed order): each metric's per-seed values, mean and IQM with intervals."""
     out = {"seeds": len(runs)}
     for m in METRICS:
         values = [r[m] for r in runs]
-        out[m] = {"per_seed": values, "mean": statistics.fmean(values), "mean_ci": _interval([values], _mean),
-                  "iqm": float(_iqm(values)), "iqm_ci": _interval([values], _iqm)}
+        out[m] = {"per_seed": values, "mean": statistics.fmean(values), "mean_ci": stats.interval([values], stats.mean),
+                  "iqm": float(stats.iqm(values)), "iqm_ci": stats.interval([values], stats.iqm)}
     reached = [r["to_80"] for r in runs if r["to_80"] is not None]
     out["to_80"] = {"per_seed": [r["to_80"] for r in runs], "reached": len(reached),
                     "median": statistics.median(reached) if reached else None}
@@ -253,23 +280,10 @@ def method_summary(runs):
     return out
 
 
-def pair_summary(x_runs, y_runs):
-    """X against Y on the seeds both ran: per metric the paired difference (mean, interval) and P(X > Y)."""
-    out = {"seeds": len(x_runs)}
-    for m in METRICS:
-        x, y = [r[m] for r in x_runs], [r[m] for r in y_runs]
-        diff = [a - b for a, b in zip(x, y)]
-        ci = _interval([diff], _mean)
-        out[m] = {"diff": statistics.fmean(diff), "diff_ci": ci,
-                  "p_improvement": float(_improvement(x, y)), "p_improvement_ci": _interval([x, y], _improvement),
-                  "verdict": "too few seeds" if len(diff) < MIN_SEEDS else "X > Y" if ci[0] > 0 else "X < Y"
-                  if ci[1] < 0 else "not measurable"}
-    return out
-
-
 def summarize(args):
-    """{env: {lr: {"methods": {method: summary}, "pairs": [...], "missing": [...]}}} from the runs on disk.
-    A method's row uses its finished seeds; a pair uses the seeds both finished."""
+    """{env: {lr: {"methods": {method: summary}, "pairs": [...], "missing": [...], "machines": {...}, "resumed":
+    {...}}}} from the runs on disk. A method's row uses its finished seeds; a pair uses the seeds both finished.
+    The family's adjustment and the verdicts come after, in results()."""
     out = {}
     for env in args.envs:
         for lr in args.lrs:
@@ -288,12 +302,17 @@ def summarize(args):
                 seeds = sorted(set(runs.get(x, {})) & set(runs.get(y, {})))
                 if len(seeds) >= 2:
                     pairs.append({"x": x, "y": y, "question": question,
-                                  **pair_summary([runs[x][s] for s in seeds], [runs[y][s] for s in seeds])})
+                                  **stats.pair_summary([runs[x][s] for s in seeds], [runs[y][s] for s in seeds],
+                                                       METRICS)})
+            every = [run for r in runs.values() for run in r.values()]
             out.setdefault(env, {})[f"{lr:g}"] = {
                 "methods": {m: {**method_summary([r[s] for s in sorted(r)]),
                                 "mean_curve": _mean_curve([r[s]["eval_curve"] for s in sorted(r)])}
                             for m, r in runs.items()},
-                "pairs": pairs, "missing": missing}
+                "pairs": pairs, "missing": missing,
+                # what the runs recorded: each invocation's machine; and which runs resumed, from which steps
+                "machines": dict(sorted(Counter(i for r in every for i in r["machines"]).items())),
+                "resumed": dict(sorted(Counter(r["resumed"] for r in every).items()))}
     return out
 
 
@@ -310,17 +329,32 @@ def _ci(v, digits=2):
     return f"{v['mean']:.{digits}f} [{v['mean_ci'][0]:.{digits}f}, {v['mean_ci'][1]:.{digits}f}]"
 
 
-def _pair_cell(p, m):
-    v = p[m]
-    verdict = {"X > Y": "**X > Y**", "X < Y": "**X < Y**", "not measurable": f"not measurable with {p['seeds']} seeds",
-               "too few seeds": f"{p['seeds']} seeds: too few to call"}[v["verdict"]]
-    return (f"{v['diff']:+.3f} [{v['diff_ci'][0]:+.3f}, {v['diff_ci'][1]:+.3f}] | {v['p_improvement']:.2f} "
-            f"[{v['p_improvement_ci'][0]:.2f}, {v['p_improvement_ci'][1]:.2f}] | {verdict}")
+def _pair_row(p, m):
+    v, lo_hi = p[m], lambda ci: f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+    reading = {"X > Y": "**X > Y**", "X < Y": "**X < Y**", "too few seeds": "too few seeds to call"}.get(
+        v["verdict"], f"not measurable with {p['seeds']} seeds")
+    adjusted = (f"{v['t_p_holm']:.3f} | {v['wilcoxon_p']:.4f} | {v['wilcoxon_p_holm']:.3f}" if "t_p_holm" in v
+                else f"- | {v['wilcoxon_p']:.4f} | -")
+    return (f"| {p['x']} | {p['y']} | {p['question']} | {p['seeds']} | {v['diff']:+.3f} | {lo_hi(v['diff_ci'])} | "
+            f"{lo_hi(v['t_ci'])} | {v['t_p']:.4f} | {adjusted} | {v['p_improvement']:.2f} "
+            f"[{v['p_improvement_ci'][0]:.2f}, {v['p_improvement_ci'][1]:.2f}] | {reading} |")
 
 
-def report_lines(args, summary):
-    shared = args.shared
+def recorded(summary, key):
+    """Over every env and lr: how many invocations (machines) or runs (resumed) recorded each value."""
+    counts = Counter()
+    for by_lr in summary.values():
+        for s in by_lr.values():
+            counts.update(s[key])
+    return "; ".join(f"{k} ({n})" for k, n in sorted(counts.items()))
+
+
+def report_lines(args, results):
+    shared, summary = args.shared, results["summary"]
     lines = [f"# SeeUPO vs ablations and the all-turns update, regime `{args.regime}` (`bench/compare.py`)", "",
+             "- runs recorded on (wall.json, per invocation: CPU, torch threads per run, runs at a time; how many "
+             f"invocations): {recorded(summary, 'machines')}; resumed (args.json; how many runs): "
+             f"{recorded(summary, 'resumed')}",
              f"- shared setting (every method): {' '.join(f'--{k} {v}' for k, v in shared.items())}; everything "
              f"else train.py's defaults; " + (f"the baselines add `{' '.join(args.setting['baselines'])}`"
                                               if args.setting["baselines"] else "the baselines too"),
@@ -329,9 +363,12 @@ def report_lines(args, summary):
              "over the run (area under the curve of evaluations every "
              f"{shared['eval_every']} steps, trapezoidal in sampled episodes); to 0.8: sampled episodes until held-out "
              "success first reaches 0.8, interpolated (median over the runs that do, and how many)",
-             "- intervals: 95% percentile bootstrap over seeds (scipy.stats.bootstrap, 10,000 resamples, seed 0); "
-             "IQM: mean of the middle half of the runs; P(X>Y): rliable's probability of improvement over all pairs "
-             "of runs; a difference is called only where its paired interval excludes 0", ""]
+             "- per method: mean and IQM (the mean of the middle half of the runs), 95% percentile-bootstrap intervals "
+             "over seeds (scipy.stats.bootstrap, 10,000 resamples, seed 0); per pair: the mean paired difference X - Y, "
+             "its bootstrap and paired-t 95% intervals, the paired t-test's p and the exact Wilcoxon signed-rank p, "
+             f"each also Holm-adjusted over the family of all {results['family']} comparisons below; P(X>Y): "
+             "rliable's probability of improvement over all pairs of runs",
+             f"- the rule: {stats.RULE}", ""]
     for env, by_lr in summary.items():
         for lr, s in by_lr.items():
             ms = s["methods"]
@@ -339,8 +376,7 @@ def report_lines(args, summary):
             lines += [f"## {env}, lr {lr}", "",
                       f"{sum(m['seeds'] for m in ms.values())} runs finished"
                       + (f"; missing: {', '.join(s['missing'])}" if s["missing"] else "")
-                      + f"; {wall / 3600:.1f} h of run time in all ({wall / 3600 / args.jobs:.1f} h of wall at "
-                        f"{args.jobs} runs at a time)", "",
+                      + f"; {wall / 3600:.1f} h of run time in all (every invocation's seconds, summed)", "",
                       "| method | seeds | final: mean [95% CI] | final: IQM | AUC: mean [95% CI] | AUC: IQM | to 0.8 "
                       "| opt steps | KL end | s/step |",
                       "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
@@ -358,66 +394,89 @@ def report_lines(args, summary):
                           "its largest std): " + "; ".join(
                               f"{k} {c['mean_range'][0]:.3f}-{c['mean_range'][1]:.3f}, std <= {c['std_max']:.3f}"
                               for k, c in corrections.items())]
-            if s["pairs"]:
-                lines += ["", "Paired differences X - Y (seeds both finished):", "",
-                          "| X | Y | question | seeds | final: X - Y [95% CI] | P(X>Y) [CI] | reading | AUC: X - Y [95% CI] "
-                          "| P(X>Y) [CI] | reading |", "|---|---|---|--:|--:|--:|---|--:|--:|---|"]
-                lines += [f"| {p['x']} | {p['y']} | {p['question']} | {p['seeds']} | {_pair_cell(p, 'final')} | "
-                          f"{_pair_cell(p, 'auc')} |" for p in s["pairs"]]
-            for png in (f"curves_{env}_lr{lr}.png", f"pairs_{env}_lr{lr}.png"):
-                if os.path.exists(os.path.join(args.out, png)):
-                    lines += ["", f"![{png}]({png})"]
+            for m in METRICS if s["pairs"] else ():
+                lines += ["", f"Paired differences X - Y of the {METRICS[m]} (seeds both finished):", "",
+                          "| X | Y | question | seeds | X - Y | bootstrap 95% CI | t 95% CI | t p | t p, Holm | "
+                          "Wilcoxon p | Wilcoxon p, Holm | P(X>Y) [CI] | reading |",
+                          "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+                lines += [_pair_row(p, m) for p in s["pairs"]]
+            png = f"curves_{env}_lr{lr}.png"
+            lines += ["", f"![{png}]({png})"] if os.path.exists(os.path.join(args.out, png)) else []
             lines.append("")
+    if os.path.exists(os.path.join(args.out, "differences.png")):
+        lines += ["## Every paired difference", "", "![differences.png](differences.png)", ""]
     return lines
 
 
 def plot(args, summary):
-    """Per env and lr: the curves of every method (eval.plot_runs) and the paired differences with intervals."""
+    """Per env and lr the curves of every method (eval.plot_runs); and differences.png (plot_differences)."""
     from eval import plot_runs
     try:
         import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
-        print("no matplotlib: no plots (pip install matplotlib==3.11.2)")
+        print("no matplotlib: no plots (pip install -r requirements.txt)")
         return
     for env, by_lr in summary.items():
         for lr, s in by_lr.items():
             groups = {m: [run_dir(args, env, float(lr), m, seed) for seed in range(args.seeds)
                           if done(run_dir(args, env, float(lr), m, seed), args.shared["steps"])] for m in s["methods"]}
             plot_runs(groups, os.path.join(args.out, f"curves_{env}_lr{lr}.png"))
-            if not s["pairs"]:
-                continue
-            fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(s["pairs"]) + 1.5), sharey=True)
-            for ax, m in zip(axes, METRICS):
-                for k, p in enumerate(s["pairs"]):
-                    lo, hi = p[m]["diff_ci"]
-                    ax.plot([lo, hi], [k, k], color="C0" if lo > 0 or hi < 0 else "grey", lw=3)
-                    ax.plot([p[m]["diff"]], [k], "o", color="black", ms=4)
-                ax.axvline(0, color="red", lw=0.8)
-                ax.set(title=f"{env}: {m} (X - Y, 95% CI)", xlabel="paired difference")
-                ax.grid(alpha=0.3)
-            axes[0].set_yticks(range(len(s["pairs"])), [f"{p['x']} - {p['y']}" for p in s["pairs"]], fontsize=7)
-            axes[0].invert_yaxis()
-            fig.tight_layout()
-            fig.savefig(os.path.join(args.out, f"pairs_{env}_lr{lr}.png"), dpi=110)
-            plt.close(fig)
+    plot_differences(summary, os.path.join(args.out, "differences.png"))
+
+
+def plot_differences(summary, png):
+    """Every paired difference: its mean, bootstrap (thick) and t (thin) 95% intervals, in colour where the rule
+    calls it; one panel per env (and lr) and metric."""
+    import matplotlib.pyplot as plt
+    panels = [(env + (f", lr {lr}" if len(by_lr) > 1 else ""), m, s["pairs"]) for env, by_lr in summary.items()
+              for lr, s in by_lr.items() if s["pairs"] for m in METRICS]
+    if not panels:
+        return
+    rows, cols = max(len(pairs) for _, _, pairs in panels), len(METRICS)
+    fig, axes = plt.subplots(len(panels) // cols, cols, figsize=(11, (0.28 * rows + 0.9) * len(panels) // cols),
+                             squeeze=False, sharey="row")
+    colour = {"X > Y": "tab:blue", "X < Y": "tab:red"}
+    for ax, (where, m, pairs) in zip(axes.flat, panels):
+        for k, p in enumerate(pairs):
+            c = colour.get(p[m]["verdict"], "grey")
+            ax.plot(p[m]["t_ci"], [k, k], color=c, lw=1)
+            ax.plot(p[m]["diff_ci"], [k, k], color=c, lw=5, alpha=0.5, solid_capstyle="butt")
+            ax.plot([p[m]["diff"]], [k], "o", color="black", ms=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(pairs)), [f"{p['x']} - {p['y']}" for p in pairs], fontsize=9)
+        ax.set_ylim(len(pairs) - 0.5, -0.5)
+        ax.set_title(f"{where}: {'final held-out success' if m == 'final' else m.upper()}, X - Y", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Paired differences over seeds: mean (dot), 95% bootstrap (thick) and t (thin) intervals; "
+                 "blue / red: called by the rule, grey: not measurable", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def results(args):
+    """What results.json holds, and its text: a pure function of the committed runs (tests/test_compare.py)."""
+    summary = summarize(args)
+    family = stats.control_family([p for by_lr in summary.values() for s in by_lr.values() for p in s["pairs"]],
+                                  METRICS)
+    out = {"regime": args.regime, "shared": args.shared, "envs": args.envs, "lrs": args.lrs, "methods": args.methods,
+           "seeds": args.seeds, "rule": stats.RULE, "alpha": stats.ALPHA, "family": family, "summary": summary}
+    return out, json.dumps(out, indent=1)
 
 
 def report(args, wall):
-    summary = summarize(args)
-    if not summary:
+    out, text = results(args)
+    if not out["summary"]:
         raise SystemExit(f"error: no finished runs in {args.out}; run without --report first")
-    plot(args, summary)
+    plot(args, out["summary"])
     command = " ".join(["python bench/compare.py", *[a for a in sys.argv[1:] if a != "--report"]])
-    header = [f"- command: `{command}`; report written {datetime.date.today()}; runs on {cpu_model()}, "
-              f"{os.cpu_count()} cores, {args.jobs} runs at a time, {args.threads} torch thread each"
+    header = [f"- command: `{command}`; report written {datetime.date.today()}"
               + (f"; this invocation trained for {wall / 60:.0f} min" if wall else "")]
-    lines = report_lines(args, summary)
+    lines = report_lines(args, out)
     lines[1:1] = header
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"regime": args.regime, "shared": args.shared, "envs": args.envs, "lrs": args.lrs,
-                   "methods": args.methods, "seeds": args.seeds, "summary": summary}, f, indent=1)
+        f.write(text)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

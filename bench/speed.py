@@ -10,7 +10,7 @@ Everything runs in ONE process, on the same model, tasks and batch, side by side
 
   rollout  rollout.rollout() on `--tasks` tasks x G episodes: every unfinished episode of the batch in one
            generate() call per turn, vs. each episode played on its own (rollout() on one task with group
-           1, G times per task: the naive way), vs. the batched rollout chunked by Sampling.batch_size
+           1, G times per task: the naive way), vs. the batched rollout chunked by SamplingArgs.gen_batch_size
            (train.py --gen_batch_size). Episodes/s and generated tokens/s.
   sizes    generated tokens/s of one generate() call at each --batch_sizes (the decode speed of the shape)
   merge    the batched rollout with the LoRA adapter merged into the base weights (peft's merge_adapter, then
@@ -55,8 +55,8 @@ import envs  # noqa: E402
 import rollout  # noqa: E402
 import seeupo  # noqa: E402
 from random_init import CONFIGS, save_random_init  # noqa: E402
-from rollout import Sampling, ScriptedPolicy, turn_samples  # noqa: E402
-from tiny import build_tiny  # noqa: E402
+from rollout import PolicyArgs, Remembered, SamplingArgs, turn_samples  # noqa: E402
+from tiny import ScriptedPolicy, model_path  # noqa: E402
 
 
 PARTS = ["rollout", "sizes", "merge", "update", "budget"]
@@ -76,7 +76,7 @@ def parse_args():
     p.add_argument("--tasks", type=int, default=8)
     p.add_argument("--group", type=int, default=8, help="G: episodes per task")
     p.add_argument("--max_new_tokens", type=int, default=16)
-    p.add_argument("--gen_batch_size", type=int, default=16, help="the chunked rollout's Sampling.batch_size")
+    p.add_argument("--gen_batch_size", type=int, default=16, help="the chunked rollout's SamplingArgs.gen_batch_size")
     p.add_argument("--turns", type=int, nargs="+", default=[1, 2, 4, 8], help="T of the update benchmark")
     p.add_argument("--steps_per_turn", type=int, nargs="+", default=[1, 16], choices=[1, 16],
                    help="optimizer steps per turn of the update benchmark: 1 (1 x 1) or 16 (4 epochs x 4 minibatches)")
@@ -212,8 +212,8 @@ def measure(variants, args, device):
 def bench_rollout(policy, counter, args, out):
     tasks = envs.ENVS[args.env].tasks("train")[: args.tasks]
     env_factory = functools.partial(envs.make_env, args.env)
-    sampling = Sampling(max_new_tokens=args.max_new_tokens)
-    chunked = replace(sampling, batch_size=args.gen_batch_size)
+    sampling = SamplingArgs(max_new_tokens=args.max_new_tokens)
+    chunked = replace(sampling, gen_batch_size=args.gen_batch_size)
     variants = {
         "batched (one generate call per turn)":
             lambda: rollout.rollout(policy, env_factory, tasks, args.group, sampling),
@@ -259,7 +259,7 @@ def bench_sizes(policy, counter, args, out):
     """Generated tokens/s of one generate() call of --max_new_tokens at each batch size (rows never end early
     on a random-init model; on the tiny model they may)."""
     prompt = rollout.render_prompt(policy.tokenizer, envs.make_env(args.env).reset(envs.ENVS[args.env].tasks("train")[0]))
-    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    sampling = SamplingArgs(max_new_tokens=args.max_new_tokens)
     variants = {size: (lambda size=size: policy.generate([prompt] * size, sampling)) for size in args.batch_sizes}
     variants[args.batch_sizes[0]]()  # warm-up
     out += [f"## Decoding speed: one generate() call, a {len(prompt)}-token prompt, {args.max_new_tokens} new tokens",
@@ -278,7 +278,7 @@ def bench_merge(policy, counter, args, out):
         return
     tasks = envs.ENVS[args.env].tasks("train")[: args.tasks]
     env_factory = functools.partial(envs.make_env, args.env)
-    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    sampling = SamplingArgs(max_new_tokens=args.max_new_tokens)
     with torch.no_grad():  # a trained adapter is not zero (a new one's B is): merging must move the weights
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
@@ -342,7 +342,7 @@ def scripted_episodes(policy, turns, args):
     rng = random.Random(args.seed)
     actor = ScriptedPolicy(policy.tokenizer, lambda episode: rng.choices(letters, k=args.action_tokens - 1)
                            + policy.stop_ids[:1], policy.chat_kwargs)
-    sampling = Sampling(max_new_tokens=args.action_tokens, max_context=10**9)
+    sampling = SamplingArgs(max_new_tokens=args.action_tokens, max_context=10**9)
     tasks = EchoEnv.tasks("train", args.tasks)
     episodes = rollout.rollout(actor, functools.partial(EchoEnv, max_turns=turns), tasks, args.group, sampling)
     assert all(len(e.turn_spans) == turns for e in episodes)
@@ -351,12 +351,12 @@ def scripted_episodes(policy, turns, args):
     return episodes, seeupo.grae_advantages(rewards, groups)
 
 
-def counted_logprob_fn(policy, counter):
-    """policy.turn_logprobs, labelling each forward for the counter: `old` (no-grad, before the turn's optimizer
-    steps), `fwd+bwd` (with grad: the sweep backpropagates every one), `new` (no-grad, after), `ref`."""
+def counted_logprob_fn(logprob_fn, counter):
+    """logprob_fn, labelling each forward for the counter: `old` (no-grad, before the turn's optimizer steps),
+    `fwd+bwd` (with grad: the sweep backpropagates every one), `new` (no-grad, after), `ref`."""
     state = {"turn": None, "trained": False}
 
-    def logprob_fn(samples, reference=False):
+    def counted(samples, reference=False):
         if samples[0].turn != state["turn"]:
             state.update(turn=samples[0].turn, trained=False)
         if torch.is_grad_enabled():
@@ -365,23 +365,19 @@ def counted_logprob_fn(policy, counter):
         else:
             kind = "ref" if reference else "new" if state["trained"] else "old"
         counter.label = f"{kind} {samples[0].turn}"
-        return policy.turn_logprobs(samples, reference)
+        return logprob_fn(samples, reference)
 
-    return logprob_fn
+    return counted
 
 
 def sweep_fn(policy, counter, samples, advantages, cfg, turns, afresh=False):
-    """One sweep on a fresh optimizer; afresh: every no-grad pass recomputed (nothing remembered), as before."""
+    """One sweep on a fresh optimizer, as train.py runs it (rollout.Remembered), or afresh: every no-grad pass
+    recomputed (nothing remembered), as before."""
     params = [p for p in policy.model.parameters() if p.requires_grad]
-    counted = counted_logprob_fn(policy, counter)
-
-    def logprob_fn(samples, reference=False):
-        if afresh:
-            policy.forget()
-        return counted(samples, reference)
 
     def run():
         optimizer = torch.optim.AdamW(params, lr=1e-6)  # tiny steps: the weights barely move between runs
+        logprob_fn = counted_logprob_fn(policy.turn_logprobs if afresh else Remembered(policy), counter)
         return seeupo.sweep(logprob_fn, optimizer, samples, advantages, cfg, turns)
 
     return run
@@ -397,7 +393,7 @@ def update_runs(policy, counter, turns, budget, args, steps_per_turn=1):
     per_turn, whole = turn_samples(episodes), turn_samples(episodes, whole_episode=True)
     fns = {"seeupo": sweep_fn(policy, counter, per_turn, advantages, cfg, turns),
            "seeupo afresh": sweep_fn(policy, counter, per_turn, advantages, cfg, turns, afresh=True),
-           "gspo": sweep_fn(policy, counter, whole, advantages, replace(cfg, **seeupo.preset("gspo")), turns)}
+           "gspo": sweep_fn(policy, counter, whole, advantages, replace(cfg, algo="gspo", schedule="all"), turns)}
     rows = {}
     for algo, fn in fns.items():
         stats, counts = counter.count(fn)
@@ -485,9 +481,10 @@ def main():
         args.model = save_random_init(args.config, folder, args.seed, args.device)
         model_name = f"{args.config} (random init, tiny tokenizer)"
     load_started = time.time()
-    policy = rollout.load_policy(build_tiny(args.seed) if args.model == "tiny" else args.model, seed=args.seed,
-                                 bf16=args.bf16, qlora=args.qlora, device=args.device,
-                                 gradient_checkpointing=args.gradient_checkpointing)
+    policy = rollout.load_policy(model_path(args.model, args.seed), PolicyArgs(
+        bf16=args.bf16, qlora=args.qlora, gradient_checkpointing=args.gradient_checkpointing, temperature=1.0,
+        lora_r=16, lora_alpha=32),  # the setting bench/results/speed/ was measured with
+        seed=args.seed, device=args.device)
     load_seconds, rss_loaded = time.time() - load_started, peak_rss()
     counter = TokenCounter(policy)
     n_params = sum(p.numel() for p in policy.model.parameters())

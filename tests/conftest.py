@@ -17,6 +17,12 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def one_step(**knobs):
+    """seeupo.SweepConfig with one optimizer step per turn and no KL (the tests' hand-computed setting), then `knobs`."""
+    from seeupo import SweepConfig
+    return SweepConfig(**{"ppo_epochs": 1, "minibatches": 1, "kl_coef": 0.0, **knobs})
 SMALL = ["--tasks_per_step", "4", "--group_size", "4", "--eval_tasks", "8", "--ppo_epochs", "1", "--minibatches", "2"]
 
 # flags train.py must refuse in one line that says what to do (argparse's own line for an unknown choice),
@@ -27,11 +33,13 @@ BAD_FLAGS = [
     (["--env", "appworld"], "argument --env: invalid choice: 'appworld'"),
     (["--group_size", "1"], "--group_size must be >= 2"),
     (["--tasks_per_step", "0"], "--tasks_per_step must be >= 1"),
-    (["--algo", "grpo", "--order", "random"], "--order and --no-correction belong to --algo seeupo"),
-    (["--baseline_samples", "turn"], "--baseline_samples belongs to the baselines"),
+    (["--algo", "grpo", "--order", "random"], "--order and --no_correction belong to --schedule sweep"),
+    (["--schedule", "all", "--no_correction"], "--order and --no_correction belong to --schedule sweep"),
+    (["--baseline", "median"], "argument --baseline: invalid choice: 'median'"),
+    (["--baseline_samples", "turn"], "--baseline_samples belongs to --schedule all"),
     (["--max_context", "16"], "--max_context must be larger than --max_new_tokens"),
     (["--eval_every", "-1"], "--eval_every, --save_every, --show_every, --cpu_threads: >= 0"),
-    (["--algo", "gspo", "--optimizer_state", "per_turn"], "--optimizer_state per_turn belongs to --algo seeupo"),
+    (["--algo", "gspo", "--optimizer_state", "per_turn"], "--optimizer_state per_turn belongs to --schedule sweep"),
     (["--model", "no-such/model"], "cannot load model 'no-such/model'"),
     pytest.param(["--max_context", "40"], "the first prompt has", marks=pytest.mark.slow),  # builds the tiny model
 ]

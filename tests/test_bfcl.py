@@ -16,8 +16,8 @@ import pytest
 
 import bfcl
 import bfcl_calls
-from rollout import ScriptedPolicy, Sampling, rollout
-from tiny import tiny_tokenizer
+from rollout import SamplingArgs, rollout
+from tiny import ScriptedPolicy, tiny_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNSOLVABLE = {"multi_turn_miss_func_49"}  # BFCL's ground truth calls a withheld tool (tail) before it is offered
@@ -263,7 +263,7 @@ def test_episodes_through_the_real_rollout_with_the_tiny_tokenizer(category):
     if category == "multi_turn_miss_func":
         tasks.append({"id": "miss_func_0", "category": category, "index": 0})  # a withheld tool comes back
     episodes = rollout(oracle, functools.partial(bfcl.BfclEnv, category, max_tool_output=500), tasks, 1,
-                       Sampling(max_new_tokens=4000, max_context=200_000))
+                       SamplingArgs(max_new_tokens=4000, max_context=200_000))
     for e in episodes:
         assert e.success and e.reward == 1.0 and not e.truncated and not (e.malformed or e.unterminated), e.outcome
         # the ids are the chat template's rendering of the whole conversation, replayed

@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 import eval as evaluation
+import seeupo
 import train
 import train_io
 from conftest import ROOT, SMALL, records, run_train
+from rollout import PolicyArgs, load_policy
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.y*ml")))
 TIMING = {"rollout_tokens_per_s", "rollout_seconds", "train_seconds", "step_seconds"}
@@ -46,6 +48,27 @@ def test_typed_flags_override_the_file_wherever_it_is_named(tmp_path):
     assert train.parse_args([f"--config={config}"]) == expected
     workshop = train.parse_args([os.path.join(ROOT, "configs", "workshop.yaml"), "--plot", "false", "--seed", "3"])
     assert (workshop.steps, workshop.show_every, workshop.plot, workshop.seed) == (40, 10, False, 3)
+
+
+@pytest.mark.parametrize("algo", ["seeupo", "gspo", "grpo", "reinforce"])
+def test_each_algo_is_a_preset_of_schedule_loss_and_baseline_that_explicit_flags_override(algo):
+    preset = seeupo.ALGOS[algo]
+    spelled_out = [x for knob, value in preset.items() for x in (f"--{knob}", value)]
+    assert train.parse_args(["--algo", algo]) == train.parse_args(["--algo", algo, *spelled_out])
+    assert asdict(train.parse_args(["--algo", algo])) | {"algo": "seeupo"} == \
+        asdict(train.parse_args(["--algo", "seeupo", *spelled_out]))  # the preset's name is all that differs
+    other = "grpo" if preset["loss"] != "grpo" else "gspo"
+    assert train.parse_args(["--algo", algo, "--loss", other]).loss == other  # an explicit flag wins
+
+
+@pytest.mark.slow
+def test_algo_reinforce_and_its_spelled_out_knobs_train_identically(tmp_path):
+    """--algo reinforce IS --schedule all --loss reinforce --baseline loo: the same run, number for number."""
+    runs = {"preset": ["--algo", "reinforce"], "knobs": ["--schedule", "all", "--loss", "reinforce", "--baseline", "loo"]}
+    for name, flags in runs.items():
+        run_train(*SMALL, "--steps", "2", "--eval_every", "0", *flags, "--out", str(tmp_path / name))
+    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in records(tmp_path / name)] for name in runs]
+    assert strip[0] == strip[1] and any(r.get("adv_std", 0) > 0 for r in strip[0])
 
 
 def test_a_runs_args_json_loads_back_as_the_same_args(tmp_path):
@@ -132,7 +155,7 @@ def test_eval_qlora_scores_a_4bit_base_and_the_adapter_of_a_qlora_run(tmp_path, 
     tokenizer = tiny_tokenizer(0)
     tiny_model(tokenizer, 0).save_pretrained(model)
     tokenizer.save_pretrained(model)
-    load_policy(str(model), seed=0, qlora=True).model.save_pretrained(adapter)
+    load_policy(str(model), PolicyArgs(qlora=True), seed=0).model.save_pretrained(adapter)
     loaded = []
     monkeypatch.setattr(evaluation, "load_policy", lambda *a, **k: loaded.append(load_policy(*a, **k)) or loaded[-1])
     table = evaluation.main(["--model", str(model), "--qlora", "--adapter", str(adapter), "--tasks", "3",
@@ -163,4 +186,5 @@ def test_a_run_from_a_config_file_reports_to_tensorboard_and_repeats_from_its_ar
                                                                  "out": again, "report_to": "none"}
     strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in records(out)] for out in (first, again)]
     assert strip[0] == strip[1] and not os.path.exists(os.path.join(again, "seeupo"))
-    assert {f.name for f in fields(train.Args)} == set(json.load(open(os.path.join(first, "args.json"))))
+    held = set(json.load(open(os.path.join(first, "args.json"))))
+    assert {f.name for f in fields(train.Args)} | train_io.RECORD_ONLY == held  # the flags, and the resumes record

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from conftest import BAD_FLAGS, ROOT, SMALL, run_train
-from seeupo import SweepConfig, TurnSample, sweep
+from conftest import BAD_FLAGS, ROOT, SMALL, one_step, run_train
+from seeupo import TurnSample, sweep
 
 TIMING = {"rollout_tokens_per_s", "rollout_seconds", "train_seconds", "step_seconds"}
 
@@ -113,7 +113,7 @@ def test_extreme_log_prob_differences_never_reach_the_weights_as_nan():
     optimizer = torch.optim.SGD([table], lr=0.1)
     samples = [TurnSample(j, 0, 1, None) for j in range(4)]
     stats = sweep(drifting, optimizer, samples, torch.tensor([3.0, -3.0, 1.0, -1.0]),
-                  SweepConfig(kl_coef=0.1, ppo_epochs=2), num_turns=1)
+                  one_step(kl_coef=0.1, ppo_epochs=2), num_turns=1)
     assert torch.isfinite(table).all()
     assert all(torch.isfinite(torch.tensor(v)).all() for v in stats["turns"][0].values())
     assert 0.8 <= stats["correction_mean"] <= 1.2
@@ -139,7 +139,7 @@ def _batch(episodes, turns):
 
 def _sweep(policy, samples, advantages, reduce_sum):
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
-    return sweep(policy, optimizer, samples, advantages, SweepConfig(ppo_epochs=2, kl_coef=0.1), num_turns=2,
+    return sweep(policy, optimizer, samples, advantages, one_step(ppo_epochs=2, kl_coef=0.1), num_turns=2,
                  reduce_sum=reduce_sum)
 
 

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 import envs
-from rollout import ScriptedPolicy, Sampling, load_policy, render_prompt, render_reply, rollout, turn_samples
-from seeupo import SweepConfig, grae_advantages, sweep
-from tiny import tiny_model, tiny_tokenizer
+from conftest import one_step
+from rollout import (PolicyArgs, Remembered, SamplingArgs, load_policy, render_prompt, render_reply, rollout,
+                     turn_samples)
+from seeupo import grae_advantages, sweep
+from tiny import ScriptedPolicy, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +32,16 @@ def _with_a_nonzero_adapter(policy):
 
 @pytest.fixture(scope="module")
 def policy(raw_tiny):
-    return _with_a_nonzero_adapter(load_policy(raw_tiny, seed=0))
+    return _with_a_nonzero_adapter(load_policy(raw_tiny, PolicyArgs(temperature=1.0), seed=0))
 
 
 @pytest.fixture(scope="module")
 def qlora_policy(raw_tiny):
     """The same model with its base in 4 bits (NF4, bitsandbytes' CPU backend here): QLoRA."""
-    return _with_a_nonzero_adapter(load_policy(raw_tiny, seed=0, qlora=True))
+    return _with_a_nonzero_adapter(load_policy(raw_tiny, PolicyArgs(temperature=1.0, qlora=True), seed=0))
 
 
-def oracle_episodes(policy, env_name="lookup", n=6, sampling=Sampling()):
+def oracle_episodes(policy, env_name="lookup", n=6, sampling=SamplingArgs()):
     oracle = ScriptedPolicy(policy.tokenizer, lambda e: e.env.oracle_action())
     return rollout(oracle, envs.ENVS[env_name], envs.ENVS[env_name].tasks("train")[:n], 2, sampling)
 
@@ -52,7 +54,7 @@ def test_training_log_probs_equal_the_sampling_log_probs(base, temperature, top_
     torch.manual_seed(0)
     monkeypatch.setattr(policy, "temperature", temperature)  # load_policy(temperature=...) sets it, once
     episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:8], 4,
-                       Sampling(top_p=top_p, max_new_tokens=12))
+                       SamplingArgs(top_p=top_p, max_new_tokens=12))
     for whole in (False, True):
         samples = turn_samples(episodes, whole_episode=whole)
         with torch.no_grad():
@@ -68,12 +70,20 @@ def test_training_log_probs_equal_the_sampling_log_probs(base, temperature, top_
         assert not torch.allclose(reference, logp, atol=1e-3)  # the adapter off: another policy
 
 
+def action_mask(episode):
+    """True exactly on the policy's own tokens: the only ones that carry loss."""
+    mask = [False] * len(episode.token_ids)
+    for start, end in episode.turn_spans:
+        mask[start:end] = [True] * (end - start)
+    return mask
+
+
 def test_masks_cover_exactly_the_policys_tokens(policy):
     torch.manual_seed(1)
-    episodes = rollout(policy, envs.LookupEnv, envs.LookupEnv.tasks("train")[:6], 3, Sampling(max_new_tokens=10))
+    episodes = rollout(policy, envs.LookupEnv, envs.LookupEnv.tasks("train")[:6], 3, SamplingArgs(max_new_tokens=10))
     end_of_turn = policy.stop_ids[0]
     for e in episodes:
-        mask = e.action_mask
+        mask = action_mask(e)
         prompt = render_prompt(policy.tokenizer, envs.LookupEnv().reset(e.task))
         assert e.token_ids[: len(prompt)] == prompt and not any(mask[: len(prompt)])
         assert sum(mask) == sum(len(lp) for lp in e.sample_logprobs)
@@ -86,7 +96,7 @@ def test_masks_cover_exactly_the_policys_tokens(policy):
     assert all(s.data.end == episodes[s.episode].turn_spans[s.turn][1] for s in samples)  # turn t: its prefix only
     assert [s.data.positions for s in samples] == [list(range(*span)) for e in episodes for span in e.turn_spans]
     # what a no-grad pass may score too: every policy token up to the end of the turn, and nothing else
-    assert all(s.data.policy == [q for q, m in enumerate(episodes[s.episode].action_mask[: s.data.end]) if m]
+    assert all(s.data.policy_positions == [q for q, m in enumerate(action_mask(episodes[s.episode])[: s.data.end]) if m]
                for s in samples)
 
 
@@ -118,21 +128,21 @@ def test_every_turn_is_one_batched_generate_call(policy, monkeypatch):
 
     monkeypatch.setattr(policy.model, "generate", counting)
     torch.manual_seed(0)
-    episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:5], 4, Sampling(max_new_tokens=8))
+    episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:5], 4, SamplingArgs(max_new_tokens=8))
     turns = max(len(e.turn_spans) for e in episodes)
     assert len(calls) == turns and calls[0] == 20
     assert calls == [sum(len(e.turn_spans) > t for e in episodes) for t in range(turns)]
     calls.clear()
     torch.manual_seed(0)
-    rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:5], 4, Sampling(max_new_tokens=8, batch_size=8))
+    rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:5], 4, SamplingArgs(max_new_tokens=8, gen_batch_size=8))
     assert calls[:3] == [8, 8, 4]  # chunked by --gen_batch_size
 
 
 def test_an_overflowing_episode_is_ended_and_marked_truncated(policy):
     prompt = len(render_prompt(policy.tokenizer, envs.LookupEnv().reset(envs.LookupEnv.tasks("train")[0])))
-    episodes = oracle_episodes(policy, sampling=Sampling(max_new_tokens=8, max_context=prompt + 12))
+    episodes = oracle_episodes(policy, sampling=SamplingArgs(max_new_tokens=8, max_context=prompt + 12))
     assert all(e.truncated and e.done and e.reward == 0 and len(e.turn_spans) == 1 for e in episodes)
-    episodes = oracle_episodes(policy, sampling=Sampling(max_new_tokens=8, max_context=prompt))  # not even one turn
+    episodes = oracle_episodes(policy, sampling=SamplingArgs(max_new_tokens=8, max_context=prompt))  # not even one turn
     assert all(e.truncated and not e.turn_spans for e in episodes) and turn_samples(episodes) == []
 
 
@@ -147,7 +157,7 @@ def test_turns_the_model_garbles_end_or_get_a_reply(policy):
     }
     for name, script in scripts.items():
         episodes = rollout(ScriptedPolicy(tok, script), envs.LookupEnv, envs.LookupEnv.tasks("train")[:2], 2,
-                           Sampling(max_new_tokens=8))
+                           SamplingArgs(max_new_tokens=8))
         for e in episodes:
             assert e.done and e.reward == 0 and not e.success, name
             if name == "endless":
@@ -169,11 +179,10 @@ def test_a_qlora_adapter_saves_and_loads_onto_a_4bit_base(qlora_policy, raw_tiny
     (load_policy's PeftModel.from_pretrained) and gives the same log-probs."""
     from peft import PeftModel
     qlora_policy.model.save_pretrained(tmp_path / "adapter")
-    again = load_policy(raw_tiny, seed=1, qlora=True, adapter=str(tmp_path / "adapter"))
+    again = load_policy(raw_tiny, PolicyArgs(temperature=1.0, qlora=True), seed=1, adapter=str(tmp_path / "adapter"))
     assert isinstance(again.model, PeftModel)
     samples = turn_samples(oracle_episodes(qlora_policy))
     with torch.no_grad():
-        qlora_policy.forget(), again.forget()
         assert torch.allclose(again.turn_logprobs(samples)[0], qlora_policy.turn_logprobs(samples)[0], atol=1e-6)
 
 
@@ -206,7 +215,7 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(raw_tiny, qlora
     4-bit base, through peft's prepare_model_for_kbit_training, too)."""
     grads = []
     for checkpointing in (False, True):
-        policy = load_policy(raw_tiny, seed=0, gradient_checkpointing=checkpointing, qlora=qlora)
+        policy = load_policy(raw_tiny, PolicyArgs(gradient_checkpointing=checkpointing, qlora=qlora), seed=0)
         samples = turn_samples(oracle_episodes(policy))
         logp, mask = policy.turn_logprobs(samples)
         (logp * mask).sum().backward()
@@ -216,28 +225,28 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(raw_tiny, qlora
 
 
 def test_remembered_log_probs_agree_with_a_pass_of_their_own_and_expire_with_the_weights(policy, monkeypatch):
-    """Without a gradient, turn_logprobs answers from an earlier pass with the same weights: the pass on turn t+1's
-    prefix scores turn t's tokens too. Those values must be what a pass of their own gives (to float rounding),
-    and an in-place change of the weights (an optimizer step) must make them stale."""
+    """Remembered(policy), without a gradient, answers from an earlier pass with the same weights: the pass on turn
+    t+1's prefix scores turn t's tokens too. Those values must be what a pass of their own gives (to float
+    rounding), and an in-place change of the weights (an optimizer step) must make them stale."""
     episodes = oracle_episodes(policy, "relay", n=4)  # 4 turns each
     by_turn = {t: [s for s in turn_samples(episodes) if s.turn == t] for t in range(4)}
     passes = []
     score = policy._score
     monkeypatch.setattr(policy, "_score", lambda samples, *a: passes.append(len(samples)) or score(samples, *a))
+    remembering = Remembered(policy)
     with torch.no_grad():
-        policy.forget()
-        remembered = {t: policy.turn_logprobs(by_turn[t]) for t in (3, 2, 1, 0)}  # the sweep's reverse order
+        remembered = {t: remembering(by_turn[t]) for t in (3, 2, 1, 0)}  # the sweep's reverse order
         assert passes == [8], "the pass on turn 4's prefix served turns 1-3 as well"
+        own = {t: policy.turn_logprobs(by_turn[t]) for t in range(4)}  # each turn's pass of its own
         for t in range(4):
-            policy.forget()
-            logp, mask = policy.turn_logprobs(by_turn[t])
-            assert torch.equal(mask, remembered[t][1])
-            assert torch.allclose(logp, remembered[t][0], atol=1e-6, rtol=0)
+            assert torch.equal(own[t][1], remembered[t][1])
+            assert torch.allclose(own[t][0], remembered[t][0], atol=1e-6, rtol=0)
         lora_b = next(p for name, p in policy.model.named_parameters() if "lora_B" in name)
         lora_b.add_(0.5)  # in place, as optimizer.step() changes the weights
-        changed = policy.turn_logprobs(by_turn[0])[0]
+        changed = remembering(by_turn[0])[0]
         lora_b.sub_(0.5)
-    assert not torch.allclose(changed, logp, atol=1e-3), "stale log-probs were served after the weights changed"
+        assert torch.allclose(remembering(by_turn[0])[0], own[0][0], atol=1e-6), "the weights are back, the answer too"
+    assert not torch.allclose(changed, own[0][0], atol=1e-3), "stale log-probs were served after the weights changed"
 
 
 def test_a_sweep_with_remembered_log_probs_takes_the_step_a_sweep_without_them_takes(policy):
@@ -251,17 +260,13 @@ def test_a_sweep_with_remembered_log_probs_takes_the_step_a_sweep_without_them_t
     episodes[1].reward = episodes[3].reward = 0.0  # some contrast within each group of 2
     advantages = grae_advantages(torch.tensor([e.reward for e in episodes]), torch.tensor([e.group for e in episodes]))
 
-    def afresh(samples, reference=False):
-        policy.forget()
-        return policy.turn_logprobs(samples, reference)
-
     for minibatches in (1, 4):
         after = []
-        for logprob_fn in (policy.turn_logprobs, afresh):
+        for logprob_fn in (Remembered(policy), policy.turn_logprobs):  # remembered, and every pass afresh
             with torch.no_grad():
                 for p, p0 in zip(trainable, start):
                     p.copy_(p0)
-            cfg = SweepConfig(kl_coef=0.05, minibatches=minibatches)
+            cfg = one_step(kl_coef=0.05, minibatches=minibatches)
             sweep(logprob_fn, torch.optim.SGD(trainable, lr=0.1), turn_samples(episodes), advantages, cfg, 4)
             after.append([p.detach().clone() for p in trainable])
         assert any(not torch.equal(a, p0) for a, p0 in zip(after[0], start))

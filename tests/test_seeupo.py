@@ -9,7 +9,8 @@ import torch
 
 import seeupo
 
-from seeupo import (SweepConfig, TurnSample, clip_fractions, correction_update, grae_advantages, grpo_loss,
+from conftest import one_step
+from seeupo import (TurnSample, clip_fractions, correction_update, grae_advantages, grpo_loss,
                     gspo_loss, kl_k3, sequence_log_ratio, sweep, turn_order)
 from sweep_plumbing import micro_batches
 from tabular import TURNS, Tabular, mean_value, train_tabular
@@ -113,7 +114,7 @@ def test_the_token_level_sweep_clips_each_token_by_hand():
         r1 = math.exp(w1 * 0.1)  # the ratio of the token whose gradient flows in epoch 2
         expected[j] = 0.1 - 0.4 * (-(a / 2) * w1 * r1 / 2)
     stats = sweep(logprob_fn, torch.optim.SGD([theta], lr=0.4), samples, advantages,
-                  SweepConfig(loss="grpo", ppo_epochs=2, max_grad_norm=1e9), num_turns=1)
+                  one_step(loss="grpo", ppo_epochs=2, max_grad_norm=1e9), num_turns=1)
     assert theta.tolist() == pytest.approx([expected[0], expected[1]], abs=1e-6)  # -0.1222, -0.3050
     # the clip took one token of each sample in epoch 2: a quarter of a sample's tokens over the two epochs, one
     # side each (sample 0 high, sample 1 low), averaged over the two samples
@@ -121,7 +122,7 @@ def test_the_token_level_sweep_clips_each_token_by_hand():
         pytest.approx(0.125)
     theta.data.zero_()  # the sequence-level sweep on the same batch clips nothing, and moves on
     sweep(logprob_fn, torch.optim.SGD([theta], lr=0.4), samples, advantages,
-          SweepConfig(loss="gspo", ppo_epochs=2, max_grad_norm=1e9), num_turns=1)
+          one_step(loss="gspo", ppo_epochs=2, max_grad_norm=1e9), num_turns=1)
     s = [math.exp(0.05), math.exp(-0.05)]  # the sequence ratios in epoch 2
     assert theta.tolist() == pytest.approx([0.1 + 0.4 * s[0] * 0.5 / 2, 0.1 + 0.4 * s[1] * 0.5 / 2], abs=1e-6)
 
@@ -209,7 +210,7 @@ def test_the_authors_baselines_take_one_step_on_every_turns_samples_each_weighin
     policy = Tabular()
     samples = [TurnSample(0, 0, 1, ([0], [1])), TurnSample(0, 1, 1, ([2], [2])), TurnSample(1, 0, 1, ([0], [0]))]
     stats = sweep(policy, torch.optim.SGD(policy.parameters(), lr=1.0), samples, torch.tensor([1.0, -1.0]),
-                  SweepConfig(schedule="all"), num_turns=2)
+                  one_step(schedule="all"), num_turns=2)
     assert list(stats["turns"]) == [-1] and stats["turns"][-1]["n"] == 3 and stats["optimizer_steps"] == 1
     assert stats["turns"][-1]["loss"] == pytest.approx(-(1 + 1 - 1) / 3)  # ratio 1: -mean(A) over the 3 samples
 
@@ -250,7 +251,7 @@ def test_reverse_sweep_updates_the_last_turn_first_and_corrects_the_first():
     optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
     samples = [TurnSample(0, 0, 1, ([0], [1])), TurnSample(0, 1, 1, ([2], [2])),
                TurnSample(1, 0, 1, ([0], [1])), TurnSample(1, 1, 1, ([2], [0]))]
-    stats = sweep(policy, optimizer, samples, torch.tensor([1.0, -1.0]), SweepConfig(), num_turns=2)
+    stats = sweep(policy, optimizer, samples, torch.tensor([1.0, -1.0]), one_step(), num_turns=2)
     assert list(stats["turns"]) == [1, 0], "the last turn first"
     assert stats["turns"][1]["correction_mean"] == 1.0  # the first updated turn is not corrected
     assert stats["turns"][0]["correction_std"] > 0  # turn 2 moved: episode 0's action up, episode 1's down
@@ -265,7 +266,7 @@ def _one_step(token_budget, minibatches=1):
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
     samples = [TurnSample(j, -1, 1 + j % 2, ([0, 1 + j % 3][: 1 + j % 2], [j % 3, (j + 1) % 3][: 1 + j % 2]))
                for j in range(12)]
-    sweep(policy, optimizer, samples, torch.linspace(-1, 1, 12), SweepConfig(schedule="all", token_budget=token_budget,
+    sweep(policy, optimizer, samples, torch.linspace(-1, 1, 12), one_step(schedule="all", token_budget=token_budget,
                                                                                minibatches=minibatches))
     return policy.table.detach().clone()
 
@@ -281,7 +282,7 @@ def test_missing_turns_and_non_finite_log_probs_never_reach_the_weights():
     policy = Tabular()
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
     samples = [TurnSample(0, 0, 1, ([0], [1])), TurnSample(1, 0, 1, ([0], [2]))]  # nobody reached turns 1, 2
-    stats = sweep(policy, optimizer, samples, torch.tensor([1.0, -1.0]), SweepConfig(), num_turns=3)
+    stats = sweep(policy, optimizer, samples, torch.tensor([1.0, -1.0]), one_step(), num_turns=3)
     assert list(stats["turns"]) == [0]
 
     def broken(samples, reference=False):
@@ -290,7 +291,7 @@ def test_missing_turns_and_non_finite_log_probs_never_reach_the_weights():
 
     before = policy.table.detach().clone()
     with pytest.warns(UserWarning, match="non-finite"):
-        stats = sweep(broken, optimizer, samples, torch.tensor([1.0, -1.0]), SweepConfig(), num_turns=1)
+        stats = sweep(broken, optimizer, samples, torch.tensor([1.0, -1.0]), one_step(), num_turns=1)
     assert stats["skipped_steps"] == 1 and torch.equal(before, policy.table.detach())
 
 
@@ -308,14 +309,14 @@ def test_one_optimizer_per_turn_keeps_each_turns_moments_apart():
     samples, advantages = _two_turn_batch()
     policy = Tabular()
     per_turn = [torch.optim.AdamW(policy.parameters(), lr=0.1) for _ in range(TURNS)]
-    stats = sweep(policy, per_turn, samples, advantages, SweepConfig(), num_turns=TURNS)
+    stats = sweep(policy, per_turn, samples, advantages, one_step(), num_turns=TURNS)
     moments = [opt.state[policy.table] for opt in per_turn]
     assert [m["step"].item() for m in moments] == [1, 1] and stats["optimizer_steps"] == 2
     assert moments[0]["exp_avg"][1:].abs().sum() == 0 and moments[0]["exp_avg"][0].abs().sum() > 0
     assert moments[1]["exp_avg"][0].abs().sum() == 0 and moments[1]["exp_avg"][1:].abs().sum() > 0
     shared_policy = Tabular()
     shared = torch.optim.AdamW(shared_policy.parameters(), lr=0.1)
-    sweep(shared_policy, shared, samples, advantages, SweepConfig(), num_turns=TURNS)
+    sweep(shared_policy, shared, samples, advantages, one_step(), num_turns=TURNS)
     state = shared.state[shared_policy.table]
     assert state["step"].item() == 2 and (state["exp_avg"][0] != 0).any() and (state["exp_avg"][1:] != 0).any()
     # shared: turn 0's step moves turn 1's rows again (their momentum), and its own row by less (bias correction
@@ -328,7 +329,15 @@ def test_a_turn_beyond_num_turns_is_refused_not_silently_skipped():
     samples, advantages = _two_turn_batch()
     policy = Tabular()
     with pytest.raises(AssertionError, match=r"turns 0..0 \(num_turns=1\)"):
-        sweep(policy, torch.optim.SGD(policy.parameters(), lr=0.1), samples, advantages, SweepConfig(), num_turns=1)
+        sweep(policy, torch.optim.SGD(policy.parameters(), lr=0.1), samples, advantages, one_step(), num_turns=1)
+
+
+def test_the_all_turns_schedule_refuses_one_optimizer_per_turn():
+    samples, advantages = _two_turn_batch()
+    policy = Tabular()
+    per_turn = [torch.optim.SGD(policy.parameters(), lr=0.1) for _ in range(TURNS)]
+    with pytest.raises(AssertionError, match="takes one optimizer, not one per turn"):
+        sweep(policy, per_turn, samples, advantages, one_step(schedule="all"), num_turns=TURNS)
 
 
 def test_turn_order_is_reverse_sequential_or_random_from_the_step_seed_alone():
