@@ -1,20 +1,18 @@
 """The policy (a Qwen causal LM with a LoRA adapter) and grouped multi-turn episodes.
 
   PolicyArgs, SamplingArgs   the policy's and the sampling's flags (train.Args and eval.EvalArgs inherit them)
-  load_policy(path)  a local folder or Hub name of a Qwen2.5 / Qwen3 chat model, with LoRA (peft) on every
-                     attention and MLP projection; QLoRA (a 4-bit NF4 base, bitsandbytes) on CUDA or a CPU. The
-                     reference policy is the same model with the adapter disabled: no second copy of the weights.
+  load_policy(path)  a local folder or Hub name of a Qwen2.5 / Qwen3 chat model, LoRA (peft) on every projection;
+                     QLoRA (a 4-bit NF4 base, bitsandbytes) on CUDA or a CPU. The reference policy: the adapter off.
   Policy             the model, its tokenizer and its temperature, the ONE place the temperature lives: sampling
                      and every log-probability use softmax(logits / temperature), the policy that samples.
   Policy.generate    batched sampling (left padding, KV cache) that also records each sampled token's log-prob
                      and the entropy of the distribution it was drawn from
-  Policy.turn_logprobs  the callable seeupo.sweep() trains through (turn t's forward on turn t's prefix only);
-                     Remembered(policy) is the same callable for one sweep, remembering what its no-grad passes
-                     computed while the weights stay those they were computed with (docs/performance.md)
-  rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call.
-                     Sampled ids are kept as sampled (never re-encoded); environment replies are appended as
-                     chat-template tokens: training sees token for token what the policy saw. An episode that
-                     would overflow the context is ended and marked truncated.
+  Policy.turn_logprobs  the callable seeupo.sweep() trains through (turn t's forward on turn t's prefix only), the
+                     vocabulary's log-softmax on scored rows only; Remembered(policy): the same, remembering what
+                     its no-grad passes computed while the weights stay the same (docs/performance.md)
+  rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call. Sampled
+                     ids are kept as sampled (never re-encoded), replies appended as chat-template tokens: training
+                     sees token for token what the policy saw. An episode that would overflow ends, truncated.
   turn_samples()     episodes -> seeupo.TurnSample lists (per turn, or whole episode for the baselines)
 
 How it connects: rollout() gets its environments from a factory, a zero-argument callable that returns a
@@ -30,6 +28,7 @@ from typing import NamedTuple
 
 import torch
 import transformers
+from torch.utils.checkpoint import checkpoint
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
                           TemperatureLogitsWarper, TopPLogitsWarper)
 
@@ -39,6 +38,7 @@ from sweep_plumbing import left_aligned
 transformers.utils.logging.disable_progress_bar()  # one small model loads and saves without a progress bar
 END_OF_TURN = "<|im_end|>"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SCORED_ELEMENTS = 2**24  # a chunk of scored rows' [rows, V] float32 logits: 64 MiB (110 rows at V = 151,936)
 
 
 @dataclass
@@ -216,30 +216,30 @@ class Policy:
         return out
 
     def turn_logprobs(self, samples, reference=False):
-        """seeupo's logprob_fn: log pi(token | everything before it) for the `positions` of each sample's Actions,
-        from one forward pass on each sample's prefix. Returns logp [B, A] (float32, 0 on padding) and mask [B, A]
-        (bool), A = the most positions of a sample."""
+        """seeupo's logprob_fn: log pi(token | everything before it) for the `positions` of each sample's Actions, one
+        forward pass on each prefix: logp [B, A] (float32, 0 on padding), mask [B, A] (A: the most positions)."""
         return self._score(samples, [s.data.positions for s in samples], reference)
 
     def _score(self, samples, positions, reference):
-        """The forward pass: log pi of the tokens at `positions` (one list per sample) of each sample's prefix.
-        Sequences are left-padded as in generate(), so the logits needed are the last ones: only those are
-        computed (logits_to_keep), and the log-softmax only on the rows that predict a scored token."""
+        """The forward pass: log pi of the tokens at `positions` (one list per sample) of each sample's prefix. The
+        output layer and log-softmax (151,936 columns for Qwen) run only on the states that predict a scored token,
+        a chunk at a time, recomputed in the backward: no [B, L, V] or [B, A, V] tensor (docs/performance.md)."""
         self.model.train(torch.is_grad_enabled())  # dropout and gradient checkpointing only when training
-        prefixes = [s.data.ids[: s.data.end] for s in samples]
-        ids, attention, position_ids = self._batch(prefixes)  # [B, L]
-        B, L = ids.shape
-        columns = [[L - len(p) + q for q in pos] for p, pos in zip(prefixes, positions)]  # of each token in ids
-        keep = L - min(c[0] for c in columns) + 1  # from the logit that predicts the earliest scored token
-        with self._adapter(reference):
-            logits = self.model(input_ids=ids, attention_mask=attention, position_ids=position_ids,
-                                logits_to_keep=keep, use_cache=False).logits  # [B, keep, V]: columns L-keep..L-1
+        ids, attention, position_ids = self._batch(prefixes := [s.data.ids[: s.data.end] for s in samples])  # [B, L]
+        columns = [[ids.shape[1] - len(p) + q for q in pos] for p, pos in zip(prefixes, positions)]  # in ids
         column, mask = left_aligned(columns, max(len(c) for c in columns), ids.device, dtype=torch.long)  # [B, A]
-        row = torch.where(mask, column - 1 - (L - keep), 0)  # [B, A]: the logit row that predicts each token
-        tokens = ids.gather(1, column)  # [B, A]
-        batch = torch.arange(B, device=ids.device)[:, None]
-        logp = (logits[batch, row].float() / (self.temperature or 1.0)).log_softmax(-1)  # [B, A, V]
-        return logp.gather(-1, tokens[..., None])[..., 0] * mask, mask
+        lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # under peft's
+        with self._adapter(reference):  # a causal LM's logits are its output layer on the decoder's last states
+            hidden = lm.get_decoder()(input_ids=ids, attention_mask=attention, position_ids=position_ids,
+                                      use_cache=False).last_hidden_state  # [B, L, H]
+        b, c = mask.nonzero(as_tuple=True)[0], column[mask]  # each scored token's sample and column, in order
+        states, tokens = hidden[b, c - 1], ids[b, c, None]  # [N, H]: the state that predicts each token; [N, 1]
+        head, n = lm.get_output_embeddings(), max(1, SCORED_ELEMENTS // lm.get_output_embeddings().out_features)
+        def token_logprob(h, token):  # [n, H], [n, 1] -> log softmax(logits / temperature) at the token, [n, 1]
+            return (head(h).float() / (self.temperature or 1.0)).log_softmax(-1).gather(-1, token)
+        flat = torch.cat([checkpoint(token_logprob, states[k : k + n], tokens[k : k + n], use_reentrant=False)
+                          for k in range(0, len(tokens), n)])[:, 0]
+        return torch.zeros(mask.shape, device=ids.device).masked_scatter(mask, flat), mask
 
 
 class Remembered:
