@@ -11,7 +11,9 @@ from its context) but knows no strategy.
   build_tiny(seed)      tokenizer + model + warm-up, saved as a model folder; returns the folder
   tiny_path(seed)       that folder: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of
                         everything that shapes the model (this file and the environments' code)
-  model_path(name, seed)   what --model names, as a folder or Hub name: "tiny" is built (once), the rest as given
+  warmup_batches(...)   each warm-up step's episodes of random well-formed actions (tiny-qwen's warm-up uses it too)
+  model_path(name, seed)   what --model names, as a folder or Hub name: "tiny" and "tiny-qwen" (qwen_offline.py)
+                        are built once, the rest passes as given
   ScriptedPolicy        stands in for a model in rollout(): the warm-up's random actor, and the tests' oracle
 
 How it connects: train.py, eval.py and the bench scripts resolve --model with model_path() and load the folder
@@ -118,9 +120,24 @@ class ScriptedPolicy(Policy):
 
 
 def model_path(name, seed=0):
-    """--model as what rollout.load_policy() takes: "tiny" is the embedded default (built once, cached), anything
-    else (a Hub name, a local folder) passes through unchanged."""
+    """--model as what rollout.load_policy() takes: "tiny" is the embedded default and "tiny-qwen" its twin with
+    Qwen's real tokenizer and template (both built once, cached); anything else (a Hub name, a local folder)
+    passes through unchanged. Nothing after this names the model: its folder is all that is used."""
+    if name == "tiny-qwen":
+        import qwen_offline
+        return qwen_offline.build_tiny_qwen(seed)
     return build_tiny(seed) if name == "tiny" else name
+
+
+def warmup_batches(tokenizer, rng, steps, episodes, chat_kwargs=None):
+    """The warm-up's data: for each step, `episodes` episodes of uniformly random well-formed actions on training
+    tasks of one environment (the environments in turn), played through rollout() as RL will play them."""
+    names = list(envs.ENVS)
+    for step in range(steps):
+        env_cls = envs.ENVS[names[step % len(names)]]
+        tasks = rng.sample(env_cls.tasks("train"), episodes)
+        random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng), chat_kwargs)
+        yield rollout(random_actor, env_cls, tasks, group_size=1, sampling=SamplingArgs())  # env_cls(): fresh env
 
 
 def tiny_path(seed):
@@ -151,13 +168,7 @@ def build_tiny(seed, log=print):
     policy = Policy(model, tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP["lr"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 - k / TINY_WARMUP["steps"])
-    rng = random.Random(seed)
-    names = list(envs.ENVS)
-    for step in range(TINY_WARMUP["steps"]):
-        env_cls = envs.ENVS[names[step % len(names)]]
-        tasks = rng.sample(env_cls.tasks("train"), TINY_WARMUP["episodes"])
-        random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng))
-        episodes = rollout(random_actor, env_cls, tasks, group_size=1, sampling=SamplingArgs())  # env_cls(): fresh env
+    for episodes in warmup_batches(tokenizer, random.Random(seed), TINY_WARMUP["steps"], TINY_WARMUP["episodes"]):
         # next-token loss on whole transcripts, as pretraining would: predicting the environment's
         # replies (say, "C has" after get(C)) teaches in-context copying; the actions are uniform noise
         every = [list(range(1, len(e.token_ids))) for e in episodes]

@@ -52,7 +52,7 @@ from tiny import model_path
 @dataclass
 class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs):  # + the method's, the sampling's and the policy's flags
     env: Literal[envs.ENV_NAMES] = knob("lookup", "environment (bfcl: see README, needs bfcl-eval)")
-    model: str = knob("tiny", "policy: tiny (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a local folder")
+    model: str = knob("tiny", "policy: tiny or tiny-qwen (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a folder")
     baseline_samples: Literal["episode", "turn"] = knob("episode", "--schedule all trains on one sample per episode, "
                                                        "or one per turn (the authors' baselines)")
     steps: int = knob(40, "training steps")

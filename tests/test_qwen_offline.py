@@ -196,8 +196,9 @@ def test_the_folder_is_built_once_per_seed_and_renamed_into_place(tmp_path, monk
     built = []
     monkeypatch.setattr(qwen_offline, "build", lambda path, seed: built.append(seed) or
                         (os.makedirs(path), open(os.path.join(path, "config.json"), "w").close()))
+    monkeypatch.setattr(qwen_offline, "warm_up", lambda path, seed, log: built.append(f"warm {seed}"))
     path = qwen_offline.build_tiny_qwen(1, log=lambda line: None)
-    assert qwen_offline.build_tiny_qwen(1, log=lambda line: None) == path and built == [1]
+    assert qwen_offline.build_tiny_qwen(1, log=lambda line: None) == path and built == [1, "warm 1"]
     assert os.listdir(tmp_path) == [os.path.basename(path)] and path.endswith("-seed1")
     assert qwen_offline.tiny_qwen_path(2) != path
 
