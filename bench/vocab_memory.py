@@ -3,26 +3,28 @@ the passes through rollout.Policy._score on `tiny` (V = 233) and `tiny-qwen` (V 
 
     python bench/vocab_memory.py          # writes bench/results/vocab_memory.md (about 10 min on 2 CPU cores)
 
-Policy._score asks the model for the logits of the kept rows, [B, keep, V] float32, then gathers the rows that
-predict a scored token and takes a log-softmax over them, [B, A, V] twice more (the gathered rows / the
-temperature, and the log-softmax, kept for the backward). At V = 151,936 each [B, A, V] is 0.6 MB a row.
-Two drop-ins for _score (same arguments, same result) are measured against it:
+Before issue 28, Policy._score asked the model for the logits of the kept rows, [B, keep, V] float32, then
+gathered the rows that predict a scored token and took a log-softmax over them, [B, A, V] twice more (the
+gathered rows / the temperature, and the log-softmax, kept for the backward). At V = 151,936 each [B, A, V]
+is 0.6 MB a row. The scorers measured (same arguments, same result):
 
-  chunked_softmax  the model's logits as today, then the scored rows' log-softmax a chunk of rows at a time,
-                   each under torch.utils.checkpoint (backward recomputes a chunk instead of keeping it), only
-                   the scored token's entry kept: no [B, A, V] tensor, the [B, keep, V] logits remain
-  chunked_head     the decoder's hidden states (the model without its output layer), the rows that predict a
-                   scored token gathered from them, and the output layer applied a chunk of rows at a time, each
-                   under torch.utils.checkpoint as above: neither the logits nor the log-softmax is ever whole.
-                   Valid for causal LMs whose logits are lm_head(last hidden state), Qwen2 / 2.5 / 3 among them
+  full_logits      that _score, kept here as the reference
+  chunked_softmax  the model's logits as full_logits, then the scored rows' log-softmax a chunk of rows at a
+                   time, each under torch.utils.checkpoint (backward recomputes a chunk instead of keeping it),
+                   only the scored token's entry kept: no [B, A, V] tensor, the [B, keep, V] logits remain
+  today            Policy._score now ("chunked_head" in the first results): the decoder's hidden states (the
+                   model without its output layer), the rows that predict a scored token gathered from them,
+                   and the output layer applied a chunk of rows at a time, each under checkpoint as above:
+                   neither the logits nor the log-softmax is ever whole. Valid for causal LMs whose logits are
+                   lm_head(last hidden state), Qwen2 / 2.5 / 3 among them
 
-Each is checked equal to _score (log-probs to 1e-6, the LoRA gradients of a weighted sum to 1e-6 relative)
-before it is measured (a chunk's rows pass through the same matmul and log-softmax kernels as today's). The
+Each is checked equal to full_logits (log-probs to 1e-6, the LoRA gradients of a weighted sum to 1e-6 relative)
+before it is measured (a chunk's rows pass through the same matmul and log-softmax kernels as full_logits'). The
 passes, on B episodes of bench/speed.py's `echo` environment (T turns of --action_tokens scripted tokens,
 replies echoed):
 
-  no-grad    turn_logprobs without a gradient on turn T's prefix: the sweep's old / new / reference passes,
-             which score every policy token of the prefix (A = T x action tokens)
+  no-grad    _score without a gradient on turn T's prefix as rollout.Remembered calls it (the sweep's old /
+             new / reference passes), scoring every policy token of the prefix (A = T x action tokens)
   fwd+bwd    _score with a gradient on turn T's tokens, then backward: one optimizer step's micro-batch
   sweep      seeupo.sweep, the authors' one optimizer step per turn (the batch in one micro-batch), KL 0.05
              (so reference passes run too): one whole SeeUPO update
@@ -50,7 +52,7 @@ from torch.utils.checkpoint import checkpoint
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import qwen_offline  # noqa: E402
 import seeupo  # noqa: E402
-from rollout import Policy, load_policy, turn_samples  # noqa: E402
+from rollout import Policy, Remembered, load_policy, turn_samples  # noqa: E402
 from speed import mib, peak_memory, scripted_episodes  # noqa: E402
 from tiny import tiny_model, tiny_tokenizer  # noqa: E402
 
@@ -90,7 +92,7 @@ def _chunked(fn, n_rows, rows, *args):
 
 
 def chunked_softmax(self, samples, positions, reference):
-    """_score with the model's logits as today, each scored row's log-prob from them a chunk at a time."""
+    """full_logits with each scored row's log-prob from them a chunk at a time."""
     self.model.train(torch.is_grad_enabled())
     ids, attention, position_ids, column, mask, tokens = _scored(self, samples, positions)
     L = ids.shape[1]
@@ -109,43 +111,38 @@ def chunked_softmax(self, samples, positions, reference):
     return torch.zeros(mask.shape, device=flat.device).masked_scatter(mask, flat), mask
 
 
-def chunked_head(self, samples, positions, reference):
-    """_score through the decoder alone, the output layer applied to the scored rows a chunk at a time."""
+def full_logits(self, samples, positions, reference):
+    """Policy._score before issue 28: the model's logits of every kept row [B, keep, V], then the log-softmax of
+    the gathered scored rows [B, A, V] (kept for the backward)."""
     self.model.train(torch.is_grad_enabled())
     ids, attention, position_ids, column, mask, tokens = _scored(self, samples, positions)
-    lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # under peft's wrapper
+    B, L = ids.shape
+    keep = L - int(column[mask].min()) + 1
     with self._adapter(reference):
-        hidden = lm.get_decoder()(input_ids=ids, attention_mask=attention, position_ids=position_ids,
-                                  use_cache=False).last_hidden_state  # [B, L, H]: what lm_head would read
-    b, a = mask.nonzero(as_tuple=True)
-    h, toks = hidden[b, column[b, a] - 1], tokens[b, a]  # [N, H]: the hidden state before each scored token
-    head, t = lm.get_output_embeddings(), self.temperature or 1.0
-
-    def piece(index, h):
-        return _token_logprob(head(h[index]), toks[index], t)
-
-    flat = _chunked(piece, len(b), max(1, ROWS_PER_CHUNK // head.out_features), h)
-    return torch.zeros(mask.shape, device=flat.device).masked_scatter(mask, flat), mask
+        logits = self.model(input_ids=ids, attention_mask=attention, position_ids=position_ids,
+                            logits_to_keep=keep, use_cache=False).logits  # [B, keep, V]
+    row = torch.where(mask, column - 1 - (L - keep), 0)
+    logp = (logits[torch.arange(B)[:, None], row].float() / (self.temperature or 1.0)).log_softmax(-1)  # [B, A, V]
+    return logp.gather(-1, tokens[..., None])[..., 0] * mask, mask
 
 
-SCORERS = {"today": None, "chunked_softmax": chunked_softmax, "chunked_head": chunked_head}
+SCORERS = {"full_logits": full_logits, "chunked_softmax": chunked_softmax, "today": None}  # the first: reference
 
 
 def use(policy, name):
     """Make `policy` score with SCORERS[name] (today: Policy._score itself)."""
     policy._score = types.MethodType(SCORERS[name] or Policy._score, policy)
-    policy.forget()
 
 
 # ----------------------------------------------------------------------------- checks and passes
 def check_equal(policy, samples):
-    """Each drop-in against today's: (largest log-prob difference, largest relative gradient difference)."""
+    """Each scorer against full_logits (the first): (largest log-prob difference, largest relative gradient difference)."""
     weights = torch.Generator().manual_seed(0)
     out, reference = {}, None
     for name in SCORERS:
         use(policy, name)
         policy.model.zero_grad()
-        logp, mask = policy._score(samples, [s.data.policy for s in samples], False)
+        logp, mask = policy._score(samples, [s.data.policy_positions for s in samples], False)
         w = torch.randn(logp.shape, generator=weights.manual_seed(0))
         (logp * w * mask).sum().backward()
         grads = torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.requires_grad])
@@ -167,9 +164,8 @@ def passes(policy, episodes, advantages, turns):
     cfg = seeupo.SweepConfig(kl_coef=0.05, ppo_epochs=1, minibatches=1)
 
     def no_grad():
-        policy.forget()
-        with torch.no_grad():
-            policy.turn_logprobs(last)
+        with torch.no_grad():  # what Remembered's pass scores: every policy token of the prefix
+            policy._score(last, [s.data.policy_positions for s in last], False)
 
     def fwd_bwd():
         logp, mask = policy.turn_logprobs(last)
@@ -178,13 +174,12 @@ def passes(policy, episodes, advantages, turns):
 
     def update(samples, c):
         def run():
-            policy.forget()
-            seeupo.sweep(policy.turn_logprobs, torch.optim.AdamW(params, lr=1e-6), samples, advantages, c, turns)
+            seeupo.sweep(Remembered(policy), torch.optim.AdamW(params, lr=1e-6), samples, advantages, c, turns)
             policy.model.zero_grad(set_to_none=True)
         return run
 
     return {"no-grad": no_grad, "fwd+bwd": fwd_bwd, "sweep": update(per_turn, cfg),
-            "gspo": update(whole, replace(cfg, **seeupo.preset("gspo")))}
+            "gspo": update(whole, replace(cfg, algo="gspo", schedule="all"))}
 
 
 def shape(samples, positions):
@@ -239,7 +234,8 @@ def main():
            f"time = median of {args.repeats} (wall, and CPU seconds of this process: 2 threads)", ""]
     print("\n".join(out), flush=True)
     for model in args.models:
-        folder = qwen_offline.build_tiny_qwen(args.seed) if model == "tiny-qwen" else tiny_folder(args.seed)
+        folder = qwen_offline.build(os.path.join(tempfile.mkdtemp(), "tiny-qwen"), args.seed) if model == "tiny-qwen" \
+            else tiny_folder(args.seed)  # random init: memory and time do not depend on the values
         policy = load_policy(folder, seed=args.seed)
         with torch.no_grad():  # a trained adapter is not zero (a new one's B is): gradients reach every LoRA matrix
             for name, param in policy.model.named_parameters():
@@ -256,10 +252,10 @@ def main():
             length = statistics.mean(len(e.token_ids) for e in episodes)
             last = [s for s in turn_samples(episodes) if s.turn == turns - 1]
             for name, (dlogp, dgrad) in check_equal(policy, last).items():
-                lines.append(f"| {turns} | | check | | {name} vs today | log-probs within {dlogp:.1e}, "
+                lines.append(f"| {turns} | | check | | {name} vs full_logits | log-probs within {dlogp:.1e}, "
                              f"gradients {dgrad:.1e} relative | | |")
                 assert dlogp <= 1e-6 and dgrad <= 1e-6, (name, dlogp, dgrad)
-            rows = {"no-grad": shape(last, [s.data.policy for s in last]),
+            rows = {"no-grad": shape(last, [s.data.policy_positions for s in last]),
                     "fwd+bwd": shape(last, [s.data.positions for s in last])}
             for pass_name, fn in passes(policy, episodes, advantages, turns).items():
                 if pass_name not in args.passes:

@@ -1,5 +1,6 @@
 """What one warm-up step of tiny.py's build costs at the real vocabulary: tiny (V = 233) vs tiny-qwen
-(V = 151,936), with today's Policy._score and with bench/vocab_memory.py's chunked_head drop-in.
+(V = 151,936), with the log-softmax over every column on every row: Policy._score before issue 28 (bench/
+vocab_memory.py's full_logits) and today's. (This is why qwen_offline.warm_up pays only the shown tokens' columns.)
 
     python bench/warmup_cost.py          # writes bench/results/warmup_cost.md (a few minutes on 2 CPU cores)
 
@@ -13,8 +14,8 @@ environment: the transcripts' tokens, the time of the rollout and of the update 
 median of --repeats; the update also in CPU seconds of this process, which other processes sharing the cores
 do not inflate), and the update's peak memory (bench/speed.py's: live torch tensor bytes above the
 step's start, weights excluded; AdamW's moments are created by the first step, before the measurement).
-The [B, L, V] float32 log-softmax of today's _score at V = 151,936 is 0.6 MB a token: --today_episodes caps
-the episodes today's scorer is measured on, so that the box is not run out of memory (memory scales with it).
+The [B, L, V] float32 log-softmax of full_logits at V = 151,936 is 0.6 MB a token: --full_episodes caps
+the episodes full_logits is measured on, so that the box is not run out of memory (memory scales with it).
 """
 
 import argparse
@@ -23,6 +24,7 @@ import os
 import platform
 import random
 import statistics
+import tempfile
 import sys
 import time
 
@@ -32,23 +34,23 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
 import qwen_offline  # noqa: E402
-from rollout import Actions, Policy, Sampling, ScriptedPolicy, rollout  # noqa: E402
-from seeupo import TurnSample  # noqa: E402
+from rollout import Actions, Policy, SamplingArgs, rollout  # noqa: E402
+from seeupo import ALL_TURNS, TurnSample  # noqa: E402
 from speed import mib, peak_memory  # noqa: E402
-from tiny import TINY_WARMUP, tiny_model, tiny_tokenizer  # noqa: E402
+from tiny import TINY_WARMUP, ScriptedPolicy, tiny_model, tiny_tokenizer  # noqa: E402
 from vocab_memory import use  # noqa: E402
 
 
 def warmup_episodes(policy, env_cls, n, rng):
     """n episodes of random well-formed actions, as build_tiny plays them."""
     actor = ScriptedPolicy(policy.tokenizer, lambda episode: episode.env.random_action(rng), policy.chat_kwargs)
-    return rollout(actor, env_cls, rng.sample(env_cls.tasks("train"), n), group_size=1, sampling=Sampling())
+    return rollout(actor, env_cls, rng.sample(env_cls.tasks("train"), n), group_size=1, sampling=SamplingArgs())
 
 
 def warmup_update(policy, optimizer, episodes):
     """build_tiny's update: next-token loss on whole transcripts, one optimizer step."""
     every = [list(range(1, len(e.token_ids))) for e in episodes]
-    logp, mask = policy.turn_logprobs([TurnSample(j, -1, len(e.token_ids), Actions(e.token_ids, len(e.token_ids), q, q))
+    logp, mask = policy.turn_logprobs([TurnSample(j, ALL_TURNS, len(e.token_ids), Actions(e.token_ids, len(e.token_ids), q, q))
                                        for j, (e, q) in enumerate(zip(episodes, every))])
     loss = -(logp * mask).sum() / mask.sum()
     optimizer.zero_grad()
@@ -60,8 +62,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["tiny", "tiny-qwen"], choices=["tiny", "tiny-qwen"])
     p.add_argument("--episodes", type=int, default=TINY_WARMUP["episodes"])
-    p.add_argument("--today_episodes", type=int, default=16, help="at most this many for today's scorer on tiny-qwen")
-    p.add_argument("--scorers", nargs="+", default=["today", "chunked_head"])
+    p.add_argument("--full_episodes", type=int, default=16, help="at most this many for full_logits on tiny-qwen")
+    p.add_argument("--scorers", nargs="+", default=["full_logits", "today"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "warmup_cost.md"))
@@ -81,14 +83,14 @@ def main():
             tokenizer = tiny_tokenizer(args.seed)
             model = tiny_model(tokenizer, args.seed)
         else:
-            folder = qwen_offline.build_tiny_qwen(args.seed)
+            folder = qwen_offline.build(os.path.join(tempfile.mkdtemp(), "tiny-qwen"), args.seed)  # random init
             tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
         policy = Policy(model, tokenizer, chat_kwargs={"enable_thinking": False})
         optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP["lr"])
         V = model.get_output_embeddings().out_features
         for env_name, env_cls in envs.ENVS.items():
             for scorer in args.scorers:
-                n = args.episodes if scorer != "today" or V < 10**4 else min(args.episodes, args.today_episodes)
+                n = args.episodes if scorer != "full_logits" or V < 10**4 else min(args.episodes, args.full_episodes)
                 use(policy, scorer)
                 rng = random.Random(args.seed)
                 rollouts, updates, cpus = [], [], []
