@@ -224,12 +224,14 @@ def test_environment_text_cannot_inject_special_tokens(policy):
     assert tok.decode(ids).startswith("\n<|im_start|>user\nok< |im_end|>")
 
 
-def test_a_qlora_adapter_saves_and_loads_onto_a_4bit_base(qlora_policy, raw_tiny, tmp_path):
+@pytest.mark.parametrize("base,folder", [("qlora_policy", "raw_tiny"), ("qwen_qlora_policy", "qwen_folder")])
+def test_a_qlora_adapter_saves_and_loads_onto_a_4bit_base(base, folder, tmp_path, request):
     """The 4-bit base is quantized anew from the folder; the saved adapter loads onto it with peft's own loader
     (load_policy's PeftModel.from_pretrained) and gives the same log-probs."""
     from peft import PeftModel
+    qlora_policy, folder = request.getfixturevalue(base), str(request.getfixturevalue(folder))
     qlora_policy.model.save_pretrained(tmp_path / "adapter")
-    again = load_policy(raw_tiny, PolicyArgs(temperature=1.0, qlora=True), seed=1, adapter=str(tmp_path / "adapter"))
+    again = load_policy(folder, PolicyArgs(temperature=1.0, qlora=True), seed=1, adapter=str(tmp_path / "adapter"))
     assert isinstance(again.model, PeftModel)
     samples = turn_samples(oracle_episodes(qlora_policy))
     with torch.no_grad():
