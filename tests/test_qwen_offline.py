@@ -198,6 +198,35 @@ def test_the_folder_is_built_once_per_seed_and_renamed_into_place(tmp_path, monk
     assert qwen_offline.tiny_qwen_path(2) != path
 
 
+def test_the_warm_up_trains_the_shown_tokens_and_holds_the_other_output_rows_at_zero(qwen_folder, tmp_path):
+    """warm_up()'s loss is the full vocabulary's log-softmax because every output row of a token it never shows
+    is 0 (logit exactly 0): after it, those rows are 0, their embeddings untouched, the shown ones trained."""
+    from transformers import AutoModelForCausalLM
+    folder = shutil.copytree(qwen_folder, tmp_path / "warm")
+    qwen_offline.warm_up(str(folder), seed=0, steps=3, log=lambda line: None)
+    before, after = (AutoModelForCausalLM.from_pretrained(f) for f in (qwen_folder, folder))
+    shown = after.lm_head.weight.ne(0).any(1)
+    assert 50 < shown.sum() < 300 and shown[[151643, 151644, 151645]].all()  # the chat markers are shown
+    embed = before.get_input_embeddings().weight, after.get_input_embeddings().weight
+    assert torch.equal(embed[0][~shown], embed[1][~shown]) and not torch.equal(embed[0][shown], embed[1][shown])
+    layer = before.model.layers[0].mlp.up_proj.weight, after.model.layers[0].mlp.up_proj.weight
+    assert not torch.equal(*layer)
+    # the saved model's full log-softmax is the restricted one warm_up() trained: the shown columns plus
+    # V - |S| columns whose logit is exactly 0
+    text = "<|im_start|>user\nCode of A?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nget(A)<|im_end|>"
+    sequence = torch.tensor(ids(AutoTokenizer.from_pretrained(folder), text))
+    column = torch.cumsum(shown.long(), 0) - 1  # token id -> its column among the shown
+    assert shown[sequence].all()
+    with torch.no_grad():
+        logits = after(sequence[None]).logits[0, :-1]
+    full = logits.log_softmax(-1).gather(-1, sequence[1:, None])[:, 0]
+    kept = logits[:, shown]
+    restricted = kept.gather(-1, column[sequence[1:], None])[:, 0] - torch.logaddexp(
+        kept.logsumexp(-1), torch.tensor(float(151936 - shown.sum())).log())
+    assert logits[:, ~shown].eq(0).all()
+    torch.testing.assert_close(full, restricted, rtol=1e-4, atol=1e-4)  # float32 sums of 151,936 terms: ~1e-5
+
+
 def test_a_folder_without_a_chat_template_keeps_the_one_line_error(qwen_folder, tmp_path):
     shutil.copy(qwen_folder / "tokenizer.json", tmp_path)
     config = json.load(open(qwen_folder / "tokenizer_config.json"))
