@@ -161,7 +161,7 @@ def _align(series):
 
 @dataclass
 class EvalArgs(SamplingArgs, PolicyArgs, EnvArgs):  # --temperature, --qlora, --max_context, --env, ...: as train.py's
-    model: str = knob("tiny", "base model: tiny, a Hub name or a local folder")
+    model: str = knob("tiny", "base model: tiny, tiny-qwen, a Hub name or a local folder")
     adapter: str = knob("", "a saved adapter folder (train.py's OUT/adapter)")
     eval_tasks: int = knob(200, "held-out tasks to evaluate (the first N of the test split)")
     samples: int = knob(4, "episodes per task")

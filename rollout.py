@@ -1,20 +1,17 @@
 """The policy (a Qwen causal LM with a LoRA adapter) and grouped multi-turn episodes.
 
   PolicyArgs, SamplingArgs   the policy's and the sampling's flags (train.Args and eval.EvalArgs inherit them)
-  load_policy(path)  a local folder or Hub name of a Qwen2.5 / Qwen3 chat model, with LoRA (peft) on every
-                     attention and MLP projection; QLoRA (a 4-bit NF4 base, bitsandbytes) on CUDA or a CPU. The
-                     reference policy is the same model with the adapter disabled: no second copy of the weights.
+  load_policy(path)  a local folder or Hub name of a Qwen2.5 / Qwen3 chat model, LoRA (peft) on every projection;
+                     QLoRA (a 4-bit NF4 base, bitsandbytes) on CUDA or a CPU. The reference policy: the adapter off.
   Policy             the model, its tokenizer and its temperature, the ONE place the temperature lives: sampling
                      and every log-probability use softmax(logits / temperature), the policy that samples.
   Policy.generate    batched sampling (left padding, KV cache) that also records each sampled token's log-prob
                      and the entropy of the distribution it was drawn from
-  Policy.turn_logprobs  the callable seeupo.sweep() trains through (turn t's forward on turn t's prefix only);
-                     Remembered(policy) is the same callable for one sweep, remembering what its no-grad passes
-                     computed while the weights stay those they were computed with (docs/performance.md)
-  rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call.
-                     Sampled ids are kept as sampled (never re-encoded); environment replies are appended as
-                     chat-template tokens: training sees token for token what the policy saw. An episode that
-                     would overflow the context is ended and marked truncated.
+  Policy.turn_logprobs  what seeupo.sweep() trains through: turn t's forward on turn t's prefix, the log-softmax on
+                     scored rows only; Remembered(policy) the same, remembering its no-grad passes' results
+  rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call. Sampled
+                     ids are kept as sampled (never re-encoded), replies appended as chat-template tokens: training
+                     sees token for token what the policy saw. An episode that would overflow ends, truncated.
   turn_samples()     episodes -> seeupo.TurnSample lists (per turn, or whole episode for the baselines)
 
 How it connects: rollout() gets its environments from a factory, a zero-argument callable that returns a
@@ -31,6 +28,7 @@ from typing import NamedTuple
 
 import torch
 import transformers
+from torch.utils.checkpoint import checkpoint
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
                           TemperatureLogitsWarper, TopPLogitsWarper)
 
@@ -40,6 +38,7 @@ from sweep_plumbing import left_aligned
 transformers.utils.logging.disable_progress_bar()  # one small model loads and saves without a progress bar
 END_OF_TURN = "<|im_end|>"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SCORED_ELEMENTS = 2**24  # a chunk of scored rows' [rows, V] float32 logits: 64 MiB (110 rows at V = 151,936)
 
 
 @dataclass
@@ -65,7 +64,6 @@ class SamplingArgs:
     gen_batch_size: int = knob(256, "most sequences generated at once")
 
 
-# ----------------------------------------------------------------------------- loading the policy
 def check_model(name):
     """A local folder, or a Hub name whose config can be reached; else one line that names the fix."""
     if os.path.isdir(name):
@@ -96,7 +94,7 @@ def load_policy(path, args=None, seed=0, adapter=None, device="cpu"):
     folder or a Hub name; `args`: PolicyArgs (or train.Args, which inherits them)."""
     # bitsandbytes' CPU backend warns at import that `kernels` (which fetches from the Hub) is missing: optional
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     args = args or PolicyArgs()
     check_model(path)
     if args.qlora:
@@ -104,16 +102,13 @@ def load_policy(path, args=None, seed=0, adapter=None, device="cpu"):
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.chat_template:
         raise SystemExit(f"error: model '{path}' has no chat template; use an instruct (chat) model")
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    kwargs = {}
+    dtype, kwargs = torch.bfloat16 if args.bf16 else torch.float32, {}
     if args.qlora:
-        from transformers import BitsAndBytesConfig
-        kwargs = dict(device_map={"": device}, quantization_config=BitsAndBytesConfig(
+        kwargs = dict(device_map={"": device}, quantization_config=transformers.BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     checkpointing = {"use_reentrant": False}  # or no gradient reaches the adapter when the inputs need none
     if args.qlora:
-        from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs=checkpointing)
         for module in model.modules():  # bitsandbytes' CPU backend multiplies in bf16 in eval mode without a
@@ -122,11 +117,9 @@ def load_policy(path, args=None, seed=0, adapter=None, device="cpu"):
     elif args.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
     torch.manual_seed(seed)  # the same adapter init on every rank
-    if adapter:
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    else:
-        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, task_type="CAUSAL_LM",
-                                                 lora_dropout=args.lora_dropout, target_modules=LORA_TARGETS))
+    model = PeftModel.from_pretrained(model, adapter, is_trainable=True) if adapter else get_peft_model(
+        model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                          target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
     if not args.qlora:  # a 4-bit model is already placed by device_map, and refuses .to()
         model = model.to(device)
     return Policy(model, tokenizer, temperature=args.temperature, chat_kwargs={"enable_thinking": args.thinking})
@@ -217,38 +210,37 @@ class Policy:
         return out
 
     def turn_logprobs(self, samples, reference=False):
-        """seeupo's logprob_fn: log pi(token | everything before it) for the `positions` of each sample's Actions,
-        from one forward pass on each sample's prefix. Returns logp [B, A] (float32, 0 on padding) and mask [B, A]
-        (bool), A = the most positions of a sample."""
+        """seeupo's logprob_fn: log pi(token | everything before it) for the `positions` of each sample's Actions, one
+        forward pass on each prefix: logp [B, A] (float32, 0 on padding), mask [B, A] (A: the most positions)."""
         return self._score(samples, [s.data.positions for s in samples], reference)
 
     def _score(self, samples, positions, reference):
-        """The forward pass: log pi of the tokens at `positions` (one list per sample) of each sample's prefix.
-        Sequences are left-padded as in generate(), so the logits needed are the last ones: only those are
-        computed (logits_to_keep), and the log-softmax only on the rows that predict a scored token."""
+        """The forward pass: log pi of the tokens at `positions` (one list per sample) of each sample's prefix. The
+        output layer and log-softmax (151,936 columns for Qwen) run only on the states that predict a scored token,
+        a chunk at a time, recomputed in the backward: no [B, L, V] or [B, A, V] tensor (docs/performance.md)."""
         self.model.train(torch.is_grad_enabled())  # dropout and gradient checkpointing only when training
-        prefixes = [s.data.ids[: s.data.end] for s in samples]
-        ids, attention, position_ids = self._batch(prefixes)  # [B, L]
-        B, L = ids.shape
-        columns = [[L - len(p) + q for q in pos] for p, pos in zip(prefixes, positions)]  # of each token in ids
-        keep = L - min(c[0] for c in columns) + 1  # from the logit that predicts the earliest scored token
-        with self._adapter(reference):
-            logits = self.model(input_ids=ids, attention_mask=attention, position_ids=position_ids,
-                                logits_to_keep=keep, use_cache=False).logits  # [B, keep, V]: columns L-keep..L-1
+        ids, attention, position_ids = self._batch(prefixes := [s.data.ids[: s.data.end] for s in samples])  # [B, L]
+        columns = [[ids.shape[1] - len(p) + q for q in pos] for p, pos in zip(prefixes, positions)]  # in ids
         column, mask = left_aligned(columns, max(len(c) for c in columns), ids.device, dtype=torch.long)  # [B, A]
-        row = torch.where(mask, column - 1 - (L - keep), 0)  # [B, A]: the logit row that predicts each token
-        tokens = ids.gather(1, column)  # [B, A]
-        batch = torch.arange(B, device=ids.device)[:, None]
-        logp = (logits[batch, row].float() / (self.temperature or 1.0)).log_softmax(-1)  # [B, A, V]
-        return logp.gather(-1, tokens[..., None])[..., 0] * mask, mask
+        lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # under peft's
+        with self._adapter(reference):  # a causal LM's logits are its output layer on the decoder's last states
+            hidden = lm.get_decoder()(input_ids=ids, attention_mask=attention, position_ids=position_ids,
+                                      use_cache=False).last_hidden_state  # [B, L, H]
+        b, c = mask.nonzero(as_tuple=True)[0], column[mask]  # each scored token's sample and column, in order
+        states, tokens = hidden[b, c - 1], ids[b, c, None]  # [N, H]: the state that predicts each token; [N, 1]
+        head, n = lm.get_output_embeddings(), max(1, SCORED_ELEMENTS // lm.get_output_embeddings().out_features)
+        def token_logprob(h, token):  # [n, H], [n, 1] -> log softmax(logits / temperature) at the token, [n, 1]
+            return (head(h).float() / (self.temperature or 1.0)).log_softmax(-1).gather(-1, token)
+        flat = torch.cat([checkpoint(token_logprob, states[k : k + n], tokens[k : k + n], use_reentrant=False)
+                          for k in range(0, len(tokens), n)])[:, 0]
+        return torch.zeros(mask.shape, device=ids.device).masked_scatter(mask, flat), mask
 
 
 class Remembered:
-    """Policy.turn_logprobs for ONE sweep, remembering what its no-grad passes computed. A no-grad pass scores
-    EVERY policy token of its prefix, so the pass on turn t+1's prefix also holds turn t's log-probs (the sweep's
-    `new` of turn t+1 and `old` of turn t, in reverse order), and the reference policy's never change. Memory of
-    the current policy holds only while the trainable weights equal the copy it was computed with (an optimizer
-    step forgets it). Values agree with a pass of their own to float rounding (~1e-7; tests/test_rollout.py)."""
+    """Policy.turn_logprobs for ONE sweep, remembering its no-grad passes. Such a pass scores EVERY policy token of
+    its prefix, so the pass on turn t+1's prefix holds turn t's log-probs too (the sweep's `new` of t+1, `old` of
+    t), and the reference policy's never change. The current policy's memory holds while the trainable weights
+    equal its copy of them (a step forgets it); values agree with a pass of their own to ~1e-7 (test_rollout.py)."""
 
     def __init__(self, policy):
         self.policy, self.memory, self.weights = policy, {True: {}, False: {}}, []
@@ -323,15 +315,12 @@ def check_context(policy, env, task, sampling):
     if n + sampling.max_new_tokens > sampling.max_context:
         raise SystemExit(f"error: the first prompt has {n} tokens, and a turn up to {sampling.max_new_tokens} more: "
                          f"raise --max_context above {n + sampling.max_new_tokens}")
-    if callable(getattr(env, "random_action", None)):
-        rng = random.Random(0)
-        longest = max(len(policy.tokenizer(env.random_action(rng), add_special_tokens=False)["input_ids"]) + 1
-                      for _ in range(32))  # + the end-of-turn token
-        if longest > sampling.max_new_tokens:
-            name = getattr(env, "name", type(env).__name__)  # a class of yours (--env FILE.py:Class) may have none
-            raise SystemExit(f"error: a well-formed action of {name} takes up to {longest} of this model's tokens "
-                             f"(with the end of turn), more than --max_new_tokens {sampling.max_new_tokens}: raise "
-                             f"--max_new_tokens to {longest} or more")
+    act, rng, encode = getattr(env, "random_action", None), random.Random(0), policy.tokenizer.encode
+    longest = max(len(encode(act(rng), add_special_tokens=False)) + 1 for _ in range(32)) if callable(act) else 0
+    if longest > sampling.max_new_tokens:  # (+ 1: the end-of-turn token; a class of yours may have no `name`)
+        raise SystemExit(f"error: a well-formed action of {getattr(env, 'name', type(env).__name__)} takes up to "
+                         f"{longest} of this model's tokens (with the end of turn), more than --max_new_tokens "
+                         f"{sampling.max_new_tokens}: raise --max_new_tokens to {longest} or more")
 
 
 def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
@@ -359,8 +348,7 @@ def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
             e.sample_logprobs.append(logprobs)
             e.sample_entropy.append(entropies)
             if not ids or ids[-1] not in policy.stop_ids:  # an endless turn: end the episode, reward 0
-                e.unterminated += 1
-                e.done = True
+                e.unterminated, e.done = e.unterminated + 1, True
                 e.outcome = f"no end-of-turn token within --max_new_tokens {sampling.max_new_tokens}"
                 continue
             text = tokenizer.decode(ids[:-1])

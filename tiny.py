@@ -13,8 +13,9 @@ from its context) but knows no strategy.
                         warmed up further on its random actions (ENV_WARMUP), so it speaks your format too
   tiny_path(seed, digest)  that folder: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of
                         everything that shapes the model (this file, the environments' code, your env's digest)
-  model_path(name, seed, env)   what --model names, as a folder or Hub name: "tiny" is built (once), the rest
-                        as given
+  warmup_batches(...)   each warm-up step's episodes of random well-formed actions (tiny-qwen's warm-up uses it too)
+  model_path(name, seed, env)   what --model names, as a folder or Hub name: "tiny" and "tiny-qwen"
+                        (qwen_offline.py) are built once, the rest passes as given
   ScriptedPolicy        stands in for a model in rollout(): the warm-up's random actor, and the tests' oracle
 
 How it connects: train.py, eval.py and the bench scripts resolve --model with model_path() and load the folder
@@ -130,10 +131,35 @@ class ScriptedPolicy(Policy):
 
 
 def model_path(name, seed=0, env=None):
-    """--model as what rollout.load_policy() takes: "tiny" is the embedded default (built once, cached), or with
-    `env` (user_env.LoadedEnv of a class of yours: a digest) the tiny model warmed up on that environment too;
-    anything else (a Hub name, a local folder) passes through unchanged."""
+    """--model as what rollout.load_policy() takes: "tiny" is the embedded default, or with `env`
+    (user_env.LoadedEnv of a class of yours: a digest) the tiny model warmed up on that environment too;
+    "tiny-qwen" is its twin with Qwen's real tokenizer and template (all built once, cached); anything else
+    (a Hub name, a local folder) passes through unchanged. Nothing after this names the model: only its folder."""
+    if name == "tiny-qwen":
+        import qwen_offline
+        return qwen_offline.build_tiny_qwen(seed)
     return build_tiny(seed, env if env is not None and env.digest else None) if name == "tiny" else name
+
+
+def default_draw(rng, episodes):
+    """draw(step) of the default warm-up: the environments of envs.ENVS in turn, `episodes` training tasks of one
+    (an environment with fewer tasks than that: drawn with replacement)."""
+    names = list(envs.ENVS)
+
+    def draw(step):
+        env_cls = envs.ENVS[names[step % len(names)]]
+        tasks = env_cls.tasks("train")
+        return env_cls, rng.sample(tasks, episodes) if len(tasks) >= episodes else rng.choices(tasks, k=episodes)
+    return draw
+
+
+def warmup_batches(tokenizer, draw, steps, sampling, rng, chat_kwargs=None):
+    """The warm-up's data: for each step, draw(step)'s (environment factory, tasks) played with uniformly random
+    well-formed actions through rollout(), as RL will play them."""
+    random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng), chat_kwargs)
+    for step in range(steps):
+        factory, tasks = draw(step)
+        yield rollout(random_actor, factory, tasks, group_size=1, sampling=sampling)  # factory(): fresh env
 
 
 def tiny_path(seed, digest=""):
@@ -161,10 +187,7 @@ def warm_up(model, tokenizer, draw, steps, lr, sampling, rng):
     policy = Policy(model, tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 - k / steps)
-    for step in range(steps):
-        factory, tasks = draw(step)
-        random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng))
-        episodes = rollout(random_actor, factory, tasks, group_size=1, sampling=sampling)  # factory(): fresh env
+    for episodes in warmup_batches(tokenizer, draw, steps, sampling, rng):
         every = [list(range(1, len(e.token_ids))) for e in episodes]
         logp, mask = policy.turn_logprobs([TurnSample(j, ALL_TURNS, len(e.token_ids),
                                                       Actions(e.token_ids, len(e.token_ids), q, q))
@@ -203,12 +226,7 @@ def build_tiny(seed, env=None, log=print):
         log(f"building the tiny default model (once; cached in {path}) ...")
         tokenizer = tiny_tokenizer(seed)
         model = tiny_model(tokenizer, seed)
-        names = list(envs.ENVS)
-
-        def draw(step):  # the environments of envs.ENVS in turn (one with fewer tasks than a step: drawn again)
-            env_cls, k = envs.ENVS[names[step % len(names)]], TINY_WARMUP["episodes"]
-            tasks = env_cls.tasks("train")
-            return env_cls, rng.sample(tasks, k) if len(tasks) >= k else rng.choices(tasks, k=k)
+        draw = default_draw(rng, TINY_WARMUP["episodes"])
         loss = warm_up(model, tokenizer, draw, TINY_WARMUP["steps"], TINY_WARMUP["lr"], SamplingArgs(), rng)
     else:
         base = build_tiny(seed, log=log)

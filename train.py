@@ -55,7 +55,7 @@ from user_env import EnvArgs, resolve_env
 
 @dataclass
 class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs, EnvArgs):  # + the method's, sampling's, policy's, env's flags
-    model: str = knob("tiny", "policy: tiny (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a local folder")
+    model: str = knob("tiny", "policy: tiny or tiny-qwen (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a folder")
     baseline_samples: Literal["episode", "turn"] = knob("episode", "--schedule all trains on one sample per episode, "
                                                        "or one per turn (the authors' baselines)")
     steps: int = knob(40, "training steps")

@@ -50,12 +50,15 @@ def one_run(out, seed, threads, flags):
     with open(os.path.join(out, "log.txt"), "w") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # its rusage: the peak RSS of it and its children (the run)
+        code = os.waitstatus_to_exitcode(status)
     if code:
         raise RuntimeError(f"{out}: train.py exited {code}; see {out}/log.txt")
     shutil.rmtree(os.path.join(out, "cache"), ignore_errors=True)  # the tiny model: ~4 MB a run
     with open(os.path.join(out, "wall.json"), "w") as f:
-        json.dump({"seconds": time.time() - start, "seed": seed, "threads": threads, "flags": flags}, f)
+        json.dump({"seconds": time.time() - start, "seed": seed, "threads": threads, "flags": flags,
+                   "peak_rss_mib": usage.ru_maxrss / 1024}, f)
 
 
 def run_all(jobs, cores):

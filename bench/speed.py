@@ -64,7 +64,7 @@ PARTS = ["rollout", "sizes", "merge", "update", "budget"]
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="tiny", help="what rollout.load_policy() takes: tiny, a Hub name, a folder")
+    p.add_argument("--model", default="tiny", help="what rollout.load_policy() takes: tiny, tiny-qwen, a Hub name, a folder")
     p.add_argument("--config", choices=sorted(CONFIGS), help="instead of --model: a random-init model of this shape "
                    "(bench/random_init.py saves it to --config_dir once, then load_policy() loads it)")
     p.add_argument("--config_dir", default=os.path.join(os.path.expanduser("~"), ".cache", "seeupo"))

@@ -280,6 +280,37 @@ def test_episodes_through_the_real_rollout_with_the_tiny_tokenizer(category):
         assert len(e.turn_spans) == sum(2 if t else 1 for t in env.truth)
 
 
+@pytest.mark.parametrize("thinking", [False, True])
+def test_episodes_through_the_real_rollout_with_qwens_tokenizer(qwen_folder, thinking):
+    """Qwen's real tokenizer and the Qwen3 template (tools in the system turn): <tool_call>, </tool_call>,
+    <tool_response> and <think> are ONE token each, every call written is parsed and run, every turn ends
+    at <|im_end|>; with thinking on, a turn's <think> block is not an action."""
+    from transformers import AutoTokenizer
+
+    from rollout import render_prompt
+    tokenizer, chat = AutoTokenizer.from_pretrained(qwen_folder), {"enable_thinking": thinking}
+    call, end_call, response, think, im_end = 151657, 151658, 151665, 151667, 151645
+    thought = "<think>\nThe user wants this done; I call the tools.\n</think>\n\n" if thinking else ""
+    oracle = ScriptedPolicy(tokenizer, lambda e: thought + e.env.oracle_action(), chat)
+    category = "multi_turn_miss_func" if thinking else "multi_turn_base"
+    tasks = bfcl.BfclEnv(category).tasks("test", n=2)
+    episodes = rollout(oracle, functools.partial(bfcl.BfclEnv, category, max_tool_output=500), tasks, 1,
+                       SamplingArgs(max_new_tokens=4000, max_context=200_000))
+    for e in episodes:
+        assert e.success and e.reward == 1.0 and not (e.truncated or e.malformed or e.unterminated), e.outcome
+        prompt = render_prompt(tokenizer, bfcl.BfclEnv(category).reset(e.task), e.env.tools, chat)
+        assert e.token_ids[: len(prompt)] == prompt and "<tools>" in tokenizer.decode(prompt)
+        calls = 0
+        for start, end in e.turn_spans:
+            ids, text = e.token_ids[start:end], tokenizer.decode(e.token_ids[start : end - 1])
+            assert ids[-1] == im_end and im_end not in ids[:-1]
+            assert ids.count(call) == ids.count(end_call) == text.count("<tool_call>") == text.count("</tool_call>")
+            assert ids.count(think) == (1 if thinking else 0) == text.count("<think>")
+            calls += ids.count(call)
+        ran = sum(len(step) for turn in e.env.calls for step in turn)
+        assert calls == ran > 0 and e.token_ids.count(response) == ran  # each call run, each result one block
+
+
 def test_without_the_package_a_one_line_error_names_the_install_command():
     code = "import sys; sys.modules['bfcl_eval'] = None; import envs; envs.make_env('bfcl')"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -1,13 +1,14 @@
 """rollout.py: log-prob parity, masks that cover exactly the policy's tokens, token-for-token chat-template
-sequences, batched generation, truncation and the turns a model can garble."""
+sequences, batched generation, truncation and the turns a model can garble; on `tiny` and, where the vocabulary,
+tokenizer or template matter, on a random-init `tiny-qwen` (V = 151,936, Qwen's tokenizer, the Qwen3 template)."""
 
 import pytest
 import torch
 
 import envs
 from conftest import one_step
-from rollout import (PolicyArgs, Remembered, SamplingArgs, load_policy, render_prompt, render_reply, rollout,
-                     turn_samples)
+from rollout import (Policy, PolicyArgs, Remembered, SamplingArgs, load_policy, render_prompt, render_reply,
+                     rollout, turn_samples)
 from seeupo import grae_advantages, sweep
 from tiny import ScriptedPolicy, tiny_model, tiny_tokenizer
 
@@ -41,19 +42,32 @@ def qlora_policy(raw_tiny):
     return _with_a_nonzero_adapter(load_policy(raw_tiny, PolicyArgs(temperature=1.0, qlora=True), seed=0))
 
 
+@pytest.fixture(scope="module")
+def qwen_policy(qwen_folder):
+    """The real vocabulary: Qwen's tokenizer and the Qwen3 template (thinking off, train.py's default)."""
+    return _with_a_nonzero_adapter(load_policy(str(qwen_folder), PolicyArgs(temperature=1.0), seed=0))
+
+
+@pytest.fixture(scope="module")
+def qwen_qlora_policy(qwen_folder):
+    return _with_a_nonzero_adapter(load_policy(str(qwen_folder), PolicyArgs(temperature=1.0, qlora=True), seed=0))
+
+
 def oracle_episodes(policy, env_name="lookup", n=6, sampling=SamplingArgs()):
-    oracle = ScriptedPolicy(policy.tokenizer, lambda e: e.env.oracle_action())
+    oracle = ScriptedPolicy(policy.tokenizer, lambda e: e.env.oracle_action(), policy.chat_kwargs)
     return rollout(oracle, envs.ENVS[env_name], envs.ENVS[env_name].tasks("train")[:n], 2, sampling)
 
 
-@pytest.mark.parametrize("base", ["policy", "qlora_policy"])
-@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+@pytest.mark.parametrize("base,temperature,top_p", [(base, *sampling) for base in ("policy", "qlora_policy")
+                                                    for sampling in [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)]]
+                         + [("qwen_policy", 0.7, 0.9), ("qwen_qlora_policy", 1.0, 1.0)])
 def test_training_log_probs_equal_the_sampling_log_probs(base, temperature, top_p, monkeypatch, request):
-    """What the policy was sampled with is what training computes, on a full-precision and on a 4-bit base."""
+    """What the policy was sampled with is what training computes, on a full-precision and on a 4-bit base, at
+    tiny's vocabulary and at Qwen's (whose log-softmax runs over 151,936 columns, a chunk of rows at a time)."""
     policy = request.getfixturevalue(base)
     torch.manual_seed(0)
     monkeypatch.setattr(policy, "temperature", temperature)  # load_policy(temperature=...) sets it, once
-    episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[:8], 4,
+    episodes = rollout(policy, envs.GuessEnv, envs.GuessEnv.tasks("train")[: 2 if "qwen" in base else 8], 4,
                        SamplingArgs(top_p=top_p, max_new_tokens=12))
     for whole in (False, True):
         samples = turn_samples(episodes, whole_episode=whole)
@@ -78,13 +92,15 @@ def action_mask(episode):
     return mask
 
 
-def test_masks_cover_exactly_the_policys_tokens(policy):
+@pytest.mark.parametrize("base", ["policy", "qwen_policy"])
+def test_masks_cover_exactly_the_policys_tokens(base, request):
+    policy = request.getfixturevalue(base)
     torch.manual_seed(1)
     episodes = rollout(policy, envs.LookupEnv, envs.LookupEnv.tasks("train")[:6], 3, SamplingArgs(max_new_tokens=10))
     end_of_turn = policy.stop_ids[0]
     for e in episodes:
         mask = action_mask(e)
-        prompt = render_prompt(policy.tokenizer, envs.LookupEnv().reset(e.task))
+        prompt = render_prompt(policy.tokenizer, envs.LookupEnv().reset(e.task), chat_kwargs=policy.chat_kwargs)
         assert e.token_ids[: len(prompt)] == prompt and not any(mask[: len(prompt)])
         assert sum(mask) == sum(len(lp) for lp in e.sample_logprobs)
         for start, end in e.turn_spans:
@@ -115,6 +131,40 @@ def test_episode_tokens_are_the_chat_template_rendering_of_the_conversation(poli
             text = tokenizer.apply_chat_template(messages, tokenize=False)
             full = tokenizer(text, add_special_tokens=False)["input_ids"]
             assert e.token_ids == full[: len(e.token_ids)] and e.success
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_multi_turn_episodes_on_the_real_vocabulary_are_token_exact(qwen_policy, thinking):
+    """Qwen's tokenizer and the Qwen3 template, thinking off (the generation prompt holds an empty think block)
+    and on: the ids are the first prompt as the template renders it, then each turn as written, ending at
+    <|im_end|> (one token, 151645), then each reply as the template renders it; the loss covers the turns
+    only; and the sweep's log-probs of every turn (a pass of its own, and remembered) are a plain forward's."""
+    policy = Policy(qwen_policy.model, qwen_policy.tokenizer, temperature=0.7, chat_kwargs={"enable_thinking": thinking})
+    tok, im_end = policy.tokenizer, 151645
+    assert policy.stop_ids == [im_end]
+    for env_name in envs.ENVS:
+        episodes = oracle_episodes(policy, env_name, n=1)
+        for e in episodes:
+            assert e.success and not (e.malformed or e.unterminated or e.truncated), e.outcome
+            env = envs.make_env(env_name)
+            ids = render_prompt(tok, env.reset(e.task), env.tools, policy.chat_kwargs)
+            assert tok.decode(ids).endswith("<|im_start|>assistant\n" + ("" if thinking else "<think>\n\n</think>\n\n"))
+            for start, end in e.turn_spans:
+                assert start == len(ids) and e.token_ids[end - 1] == im_end and im_end not in e.token_ids[start : end - 1]
+                action = tok.decode(e.token_ids[start : end - 1])
+                assert e.token_ids[start : end - 1] == tok(action, add_special_tokens=False)["input_ids"]
+                reply, done, _, _ = env.step(action)
+                ids = ids + e.token_ids[start:end] + ([] if done else render_reply(tok, reply, policy.chat_kwargs))
+            assert ids == e.token_ids
+        samples = turn_samples(episodes)
+        with torch.no_grad():
+            own, remembered = policy.turn_logprobs(samples), Remembered(policy)(samples)
+            plain = [(policy.model(input_ids=torch.tensor([e.token_ids])).logits[0] / 0.7).log_softmax(-1)
+                     for e in episodes]  # causal: a turn's prefix is scored as in the whole episode
+            for i, s in enumerate(samples):
+                expected = torch.stack([plain[s.episode][q - 1, s.data.ids[q]] for q in s.data.positions])
+                assert torch.allclose(own[0][i, : len(expected)], expected, atol=1e-6, rtol=0)
+                assert torch.allclose(remembered[0][i, : len(expected)], expected, atol=1e-6, rtol=0)
 
 
 def test_every_turn_is_one_batched_generate_call(policy, monkeypatch):
@@ -174,12 +224,14 @@ def test_environment_text_cannot_inject_special_tokens(policy):
     assert tok.decode(ids).startswith("\n<|im_start|>user\nok< |im_end|>")
 
 
-def test_a_qlora_adapter_saves_and_loads_onto_a_4bit_base(qlora_policy, raw_tiny, tmp_path):
+@pytest.mark.parametrize("base,folder", [("qlora_policy", "raw_tiny"), ("qwen_qlora_policy", "qwen_folder")])
+def test_a_qlora_adapter_saves_and_loads_onto_a_4bit_base(base, folder, tmp_path, request):
     """The 4-bit base is quantized anew from the folder; the saved adapter loads onto it with peft's own loader
     (load_policy's PeftModel.from_pretrained) and gives the same log-probs."""
     from peft import PeftModel
+    qlora_policy, folder = request.getfixturevalue(base), str(request.getfixturevalue(folder))
     qlora_policy.model.save_pretrained(tmp_path / "adapter")
-    again = load_policy(raw_tiny, PolicyArgs(temperature=1.0, qlora=True), seed=1, adapter=str(tmp_path / "adapter"))
+    again = load_policy(folder, PolicyArgs(temperature=1.0, qlora=True), seed=1, adapter=str(tmp_path / "adapter"))
     assert isinstance(again.model, PeftModel)
     samples = turn_samples(oracle_episodes(qlora_policy))
     with torch.no_grad():
@@ -198,8 +250,10 @@ def test_unknown_model_is_a_one_line_error(offline_hub):
         load_policy("no-such/model")
 
 
-def test_transcripts_are_rendered_from_the_trained_token_ids(policy):
+@pytest.mark.parametrize("base", ["policy", "qwen_policy"])
+def test_transcripts_are_rendered_from_the_trained_token_ids(base, request):
     from eval import transcript
+    policy = request.getfixturevalue(base)
     e = oracle_episodes(policy, n=1)[0]
     text = transcript(e, policy.tokenizer)
     ask, code = e.task["ask"], e.task["codes"][e.task["ask"]]
