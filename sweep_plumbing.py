@@ -39,11 +39,14 @@ def micro_batches(indices, costs, token_budget):
 
 def left_aligned(rows, width, device, dtype=torch.float32):
     """Rows of different lengths (lists or 1-D tensors) in one [N, width] tensor, each from column 0, and its mask."""
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long, device=device)
+    mask = torch.arange(width, device=device) < lengths[:, None]  # [N, width]
+    if rows and all(torch.is_tensor(row) for row in rows):
+        values = torch.cat([row.reshape(-1) for row in rows]).to(device=device, dtype=dtype)
+    else:
+        values = torch.tensor([v for row in rows for v in row], dtype=dtype, device=device)
     out = torch.zeros(len(rows), width, dtype=dtype, device=device)
-    mask = torch.zeros(len(rows), width, dtype=torch.bool, device=device)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.as_tensor(row, dtype=dtype)
-        mask[i, : len(row)] = True
+    out[mask] = values  # one copy, in row order (one copy a row made the tabular tests 2x slower)
     return out, mask
 
 

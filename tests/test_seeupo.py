@@ -3,6 +3,8 @@ the sweep is the summed all-turns update in any order, and with it, in reverse o
 update at the same step size."""
 
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from conftest import one_step
 from seeupo import (TurnSample, clip_fractions, correction_update, grae_advantages, grpo_loss,
                     gspo_loss, kl_k3, sequence_log_ratio, sweep, turn_order)
 from sweep_plumbing import micro_batches
-from tabular import TURNS, Tabular, mean_value, train_tabular
+from tabular import TURNS, Tabular, train_tabular
 
 
 # ----------------------------------------------------------------------------- GRAE
@@ -215,7 +217,16 @@ def test_the_authors_baselines_take_one_step_on_every_turns_samples_each_weighin
     assert stats["turns"][-1]["loss"] == pytest.approx(-(1 + 1 - 1) / 3)  # ratio 1: -mean(A) over the 3 samples
 
 
-@pytest.mark.slow  # 1,200 per-turn sweeps (and 1,000 cheaper all-turns ones): minutes on a 2-core CPU
+def mean_values(runs):
+    """tabular.mean_value of each (seeds, train_tabular's arguments), the runs on two one-thread processes (each
+    run's number is its own: a seed's run is seeded in train_tabular)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = [[pool.submit(train_tabular, seed=seed, **kwargs) for seed in seeds] for seeds, kwargs in runs]
+        return [sum(f.result() for f in seed_futures) / len(seed_futures) for seed_futures in futures]
+
+
+@pytest.mark.slow  # 1,200 per-turn sweeps (and 1,000 cheaper all-turns ones): a minute on a 2-core CPU
 def test_tabular_reverse_sweep_with_correction_gets_further_than_the_step_matched_all_turns_update():
     """Every method takes a step of lr on each turn's loss: SGD lr 0.5 for the sweeps, lr 0.5 x T for GSPO
     ("step-matched": its loss averages the T turns), which IS the sweep without the correction, in any order
@@ -228,18 +239,17 @@ def test_tabular_reverse_sweep_with_correction_gets_further_than_the_step_matche
     step: without the correction, a step 10% larger (lr 0.55) reaches 0.85 (seeds 0-19; reverse 0.82).
     At lr 1.0 every per-turn order and the step-matched update reach the optimum within 50 steps; only the
     speed differs (after 30 steps: reverse 0.95, step-matched 0.86, forward 0.78; `python tabular.py`)."""
-    reverse = mean_value(order="reverse")
-    forward = mean_value(order="sequential")
-    step_matched = mean_value(algo="gspo", lr=0.5 * TURNS)
-    all_turns_same_lr = mean_value(algo="gspo", lr=0.5)
+    eight, four = range(8), range(4)
+    reverse, forward, step_matched, all_turns_same_lr, *at_lr_1 = mean_values([
+        (eight, dict(order="reverse")), (eight, dict(order="sequential")), (eight, dict(algo="gspo", lr=0.5 * TURNS)),
+        (eight, dict(algo="gspo", lr=0.5)),
+        (four, dict(lr=1.0, order="reverse")), (four, dict(lr=1.0, order="sequential")),
+        (four, dict(lr=1.0 * TURNS, algo="gspo"))])
     assert reverse > 0.75
     assert reverse > step_matched + 0.03
     assert reverse > forward + 0.05
     assert step_matched > forward + 0.015
     assert all_turns_same_lr < 0.55  # the local optimum: the safe branch pays 0.5
-    at_lr_1 = [mean_value(seeds=range(4), lr=1.0, order="reverse"),
-               mean_value(seeds=range(4), lr=1.0, order="sequential"),
-               mean_value(seeds=range(4), lr=1.0 * TURNS, algo="gspo")]
     assert min(at_lr_1) > 0.97
 
 

@@ -656,9 +656,7 @@ def test_hostile_text_never_crashes_hangs_calls_a_private_name_or_carries_state(
 
 
 # ----------------------------------------------------------------------------- through train.py and eval.py
-MARGIN = 0.1  # measured (bench/results/seeds/lookup_trl_ci): gains 0.59, 0.51, 0.20 over seeds 0-2: half the worst
 COUNTER = os.path.join(ROOT, "tests", "counter_trl.py")
-LOOKUP_FLAGS = ["--env", f"{LOOKUP}:LookupTRL", "--tasks", LOOKUP_TASKS, "--reward", f"{LOOKUP}:reward"]
 COUNTER_FLAGS = ["--env", f"{COUNTER}:Counter", "--tasks", os.path.join(ROOT, "tests", "counter_trl.jsonl"),
                  "--reward", f"{COUNTER}:reward", "--max_turns", "4"]
 
@@ -683,15 +681,3 @@ def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_score
     table = json.load(open(tmp_path / "e.json"))["results"]["Counter"]
     assert (table["base"]["success_rate"], table["adapter"]["success_rate"]) == (start, end) and not log.exists()
     assert "building" not in evaluated.stdout + evaluated.stderr  # the tiny model train.py built, from the cache
-
-
-@pytest.mark.slow
-def test_lookup_trl_learns_with_the_tiny_model(tmp_path):
-    """examples/lookup_trl.py, lookup written the TRL way, learns through train.py with --model tiny as lookup does:
-    held-out success at step 20 above the start by MARGIN (seed 0 here: 0.05 -> 0.64; seeds 1, 2: 0.04 -> 0.55,
-    0.03 -> 0.23; AMD EPYC, one thread). About 2.6 min with the default tiny model cached (its warm-up on LookupTRL,
-    ~35 s, included)."""
-    out = str(tmp_path / "run")
-    run_train(*LOOKUP_FLAGS, "--steps", "20", "--eval_every", "0", "--cpu_threads", "1", "--out", out)
-    evals = [r["eval_success_rate"] for r in records(out) if "eval_success_rate" in r]
-    assert evals[-1] >= evals[0] + MARGIN, evals
