@@ -28,9 +28,13 @@ def adapter(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", [[], ["--optimizer_state", "per_turn"], ["--qlora"]],
-                         ids=["lora", "adam_per_turn", "qlora"])
-def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path, setting):
+@pytest.mark.parametrize("setting", [["--model", "QWEN_FOLDER"], ["--optimizer_state", "per_turn"], ["--qlora"]],
+                         ids=["lora_on_the_real_vocabulary", "adam_per_turn", "qlora"])
+def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path, setting, request):
+    """With LoRA on a random-init tiny-qwen folder passed as a path (Qwen's tokenizer and template, V = 151,936:
+    the plain path, one AdamW), and on tiny with one AdamW per turn and with QLoRA."""
+    if "QWEN_FOLDER" in setting:
+        setting = ["--model", str(request.getfixturevalue("qwen_folder"))]
     flags = [*SMALL, "--steps", "4", "--save_every", "1", "--eval_every", "2", "--show_every", "1", *setting]
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
     run_train(*flags, "--out", whole)
