@@ -61,7 +61,8 @@ def probe(policy, tasks):
     # turn 2 after get(asked): one scripted episode per candidate answer
     answers = torch.stack([action_logprobs(policy, tasks, lambda e, k=k: f"answer({k})" if e.env.turn else
                                            f"get({e.task['ask']})")[:, 1] for k in CODES], 1)  # [tasks, 4]
-    return {"read": gets.softmax(1)[rows, asked].mean().item(), "read_top": (gets.argmax(1) == asked).float().mean().item(),
+    return {"read": gets.softmax(1)[rows, asked].mean().item(),
+            "read_top": (gets.argmax(1) == asked).float().mean().item(),
             "copy": answers.softmax(1)[rows, codes].mean().item(),
             "copy_top": (answers.argmax(1) == codes).float().mean().item(),
             "format_1": gets.exp().sum(1).mean().item(), "format_2": answers.exp().sum(1).mean().item()}

@@ -23,6 +23,11 @@ def one_step(**knobs):
     """seeupo.SweepConfig with one optimizer step per turn and no KL (the tests' hand-computed setting), then `knobs`."""
     from seeupo import SweepConfig
     return SweepConfig(**{"ppo_epochs": 1, "minibatches": 1, "kl_coef": 0.0, **knobs})
+
+
+# examples/lookup_trl.py: lookup written the TRL way, and its tasks file (test_user_env.py, test_train.py)
+LOOKUP_TRL = os.path.join(ROOT, "examples", "lookup_trl.py")
+LOOKUP_TRL_TASKS = os.path.join(ROOT, "examples", "lookup_trl.jsonl")
 SMALL = ["--tasks_per_step", "4", "--group_size", "4", "--eval_tasks", "8", "--ppo_epochs", "1", "--minibatches", "2"]
 
 # flags train.py must refuse in one line that says what to do (argparse's own line for an unknown choice),

@@ -19,11 +19,8 @@ import pytest
 import bfcl_calls
 import envs
 import user_env
-from conftest import SMALL, records, run_train
+from conftest import LOOKUP_TRL, LOOKUP_TRL_TASKS, ROOT, SMALL, records, run_train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOOKUP = os.path.join(ROOT, "examples", "lookup_trl.py")
-LOOKUP_TASKS = os.path.join(ROOT, "examples", "lookup_trl.jsonl")
 LIMIT = 0.3  # tool_seconds in these tests: a stopped call ends well within SECONDS
 SECONDS = 2.0
 
@@ -33,7 +30,7 @@ def call(name, /, **arguments):
 
 
 def lookup(**kwargs):
-    return user_env.load_env(f"{LOOKUP}:LookupTRL", tasks=LOOKUP_TASKS, reward=f"{LOOKUP}:reward", **kwargs)
+    return user_env.load_env(f"{LOOKUP_TRL}:LookupTRL", tasks=LOOKUP_TRL_TASKS, reward=f"{LOOKUP_TRL}:reward", **kwargs)
 
 
 def write(folder, name, text):
@@ -312,9 +309,9 @@ def test_files_modules_and_a_separate_test_file(tmp_path):
 
 # ----------------------------------------------------------------------------- examples/lookup_trl.py
 def test_lookup_trl_tasks_file_is_what_its_script_writes_with_lookups_held_out_rule(tmp_path):
-    make_tasks = user_env.load_object(f"{LOOKUP}:make_tasks", "test")
+    make_tasks = user_env.load_object(f"{LOOKUP_TRL}:make_tasks", "test")
     assert make_tasks(str(tmp_path / "t.jsonl")) == 1024
-    assert (tmp_path / "t.jsonl").read_text() == open(LOOKUP_TASKS).read()
+    assert (tmp_path / "t.jsonl").read_text() == open(LOOKUP_TRL_TASKS).read()
     loaded = lookup()
     assert (len(loaded.train_tasks), len(loaded.test_tasks)) == (768, 256)
     assert loaded.digest == lookup().digest != lookup(max_turns=3).digest  # the tiny model's cache key
@@ -326,7 +323,7 @@ def test_lookup_trl_tasks_file_is_what_its_script_writes_with_lookups_held_out_r
 def test_lookup_trl_tools_are_get_json_schemas_with_the_docstrings_enum():
     from transformers.utils import get_json_schema
     env = lookup().factory()
-    cls = user_env.load_object(f"{LOOKUP}:LookupTRL", "test")
+    cls = user_env.load_object(f"{LOOKUP_TRL}:LookupTRL", "test")
     assert env.tools == [get_json_schema(cls().answer), get_json_schema(cls().get)]
     get = env.tools[1]["function"]
     assert get["name"] == "get" and get["parameters"]["properties"]["locker"]["enum"] == ["A", "B", "C", "D"]
@@ -526,12 +523,13 @@ def test_one_function_resolves_a_built_in_and_a_class_of_yours_with_one_line_per
     built_in = resolve_env(EnvArgs(env="relay", max_turns=3))
     assert (built_in.name, built_in.factory().max_turns, built_in.digest) == ("relay", 3, "")
     assert built_in.train_tasks == envs.RelayEnv.tasks("train") and built_in.test_tasks == envs.RelayEnv.tasks("test")
-    yours = resolve_env(EnvArgs(env=f"{LOOKUP}:LookupTRL", tasks=LOOKUP_TASKS, reward=f"{LOOKUP}:reward"), True)
+    yours = resolve_env(EnvArgs(env=f"{LOOKUP_TRL}:LookupTRL", tasks=LOOKUP_TRL_TASKS,
+                                reward=f"{LOOKUP_TRL}:reward"), True)
     assert (yours.name, yours.train_tasks, yours.test_tasks, yours.digest) == \
         (lookup().name, lookup().train_tasks, lookup().test_tasks, lookup().digest)
     for args, says in [(EnvArgs(env="appworld"), "choose one of lookup, guess, relay, bfcl, or give a class of yours"),
                        (EnvArgs(tasks="64"), "the number of held-out tasks is --eval_tasks 64"),
-                       (EnvArgs(env="guess", reward=f"{LOOKUP}:reward"), "--reward is for a TRL-style class")]:
+                       (EnvArgs(env="guess", reward=f"{LOOKUP_TRL}:reward"), "--reward is for a TRL-style class")]:
         with pytest.raises(SystemExit) as e:
             resolve_env(args)
         assert str(e.value).startswith("error: ") and says in str(e.value), e.value
@@ -552,7 +550,7 @@ def test_a_call_that_cannot_fit_in_max_new_tokens_is_one_line_naming_the_flag():
 def test_eval_takes_the_same_env_flags_and_a_count_of_tasks_is_eval_tasks(offline_hub):
     import eval as evaluation
     for argv, says in [(["--tasks", "64"], "the number of held-out tasks is --eval_tasks 64"),
-                       (["--env", f"{LOOKUP}:LookupTRL"], "give its tasks with --tasks FILE.jsonl")]:
+                       (["--env", f"{LOOKUP_TRL}:LookupTRL"], "give its tasks with --tasks FILE.jsonl")]:
         with pytest.raises(SystemExit) as e:
             evaluation.main(argv)
         assert str(e.value).startswith("error: ") and says in str(e.value) and "\n" not in str(e.value)
