@@ -11,6 +11,7 @@ from its context) but knows no strategy.
   build_tiny(seed, env)  tokenizer + model + warm-up, saved as a model folder; returns the folder. With `env`
                         (a class of yours, user_env.LoadedEnv): the default model plus call_tokens(its tools),
                         warmed up further on its random actions (ENV_WARMUP), so it speaks your format too
+                        (interleaved with the default's own environments, so it keeps what it could do)
   tiny_path(seed, digest)  that folder: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of
                         everything that shapes the model (this file, the environments' code, your env's digest)
   warmup_batches(...)   each warm-up step's episodes of random well-formed actions (tiny-qwen's warm-up uses it too)
@@ -45,7 +46,10 @@ TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, 
 # model still garbles ~75% of relay turns, at 800 ~6%), as in-context copying does in pretraining
 TINY_WARMUP = dict(steps=800, episodes=32, lr=3e-3)
 # a user environment's warm-up, from the default model (which can already copy): only its format is new. 200 x 16
-# episodes: 3 turns in 506 malformed after it, held-out lookup_trl at 0.05 (as lookup's); 150 x 32 at lr 1e-3 left 10%
+# episodes: 3 turns in 506 malformed after it, held-out lookup_trl at 0.05 (as lookup's); 150 x 32 at lr 1e-3 left 10%.
+# Interleaved with as many steps on the default's environments (rehearsal): without them the new format's random
+# actions wash out copying from a message into a call (relay's offered door 0.86 -> 0.33 of the mass, chance 0.2;
+# with them 0.81), and lookup_trl's seed 2 learned to guess codes instead of reading them (docs/environments.md)
 ENV_WARMUP = dict(steps=200, episodes=16, lr=3e-3)
 # ChatML as Qwen writes it: tools listed in the system turn (one line each, its name and its arguments' types or
 # enums: a JSON schema would be ~600 tokens of this tokenizer), tool calls and tool responses as text.
@@ -217,7 +221,8 @@ def call_tokens(tools):
 def build_tiny(seed, env=None, log=print):
     """Create (or find in the cache) the warmed-up tiny model; returns its folder. env: a user_env.LoadedEnv of a
     class of yours -- then the default model of this seed (built first if need be) with `call_tokens` added,
-    warmed up further on random episodes of that environment (ENV_WARMUP): it speaks your format too."""
+    warmed up further on random episodes of that environment (ENV_WARMUP), every other step on the default's own
+    environments: it speaks your format too and still copies from its context."""
     path = tiny_path(seed, env.digest if env else "")
     if os.path.exists(os.path.join(path, "config.json")):
         return path
@@ -235,9 +240,13 @@ def build_tiny(seed, env=None, log=print):
         tokenizer.chat_template = TINY_CHAT_TEMPLATE  # (the default's, unless its folder was put there by hand)
         add_tokens(model, tokenizer, call_tokens(env.factory().tools))
 
-        def draw(step):  # with replacement: a tasks file may hold fewer rows than a step's episodes
-            return env.factory, rng.choices(env.train_tasks, k=ENV_WARMUP["episodes"])
-        loss = warm_up(model, tokenizer, draw, ENV_WARMUP["steps"], ENV_WARMUP["lr"],
+        rehearsal = default_draw(rng, ENV_WARMUP["episodes"])
+
+        def draw(step):  # every other step the default's own environments: the model keeps what it could do
+            if step % 2:
+                return rehearsal(step // 2)
+            return env.factory, rng.choices(env.train_tasks, k=ENV_WARMUP["episodes"])  # a file may hold few rows
+        loss = warm_up(model, tokenizer, draw, 2 * ENV_WARMUP["steps"], ENV_WARMUP["lr"],
                        SamplingArgs(max_new_tokens=1024, max_context=4096), rng)  # a turn is never cut here
     tmp = f"{path}.tmp{os.getpid()}"
     model.save_pretrained(tmp)

@@ -660,14 +660,21 @@ COUNTER_FLAGS = ["--env", f"{COUNTER}:Counter", "--tasks", os.path.join(ROOT, "t
 
 
 @pytest.mark.slow
-def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_scores_it_the_same_way(tmp_path):
+def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_scores_it_the_same_way(tmp_path,
+                                                                                                  monkeypatch):
     """tests/counter_trl.py (a TRL-style class of its own make: its tasks file, its reward function) trains two steps
     with --model tiny (whose warm-up on it is built once, cached under its digest) through train.py; its private
     methods never run; eval.py on the adapter gives the held-out numbers train.py logged, base and adapter."""
+    import tiny
+    import train
     out, log = str(tmp_path / "run"), tmp_path / "private.log"
     env = {"COUNTER_TRL_LOG": str(log), "OMP_NUM_THREADS": "1"}  # eval.py: train.py's one thread, its numbers
-    run_train(*COUNTER_FLAGS, *SMALL, "--steps", "2", "--eval_every", "0", "--eval_tasks", "3", "--cpu_threads", "1",
-              "--out", out, env=env)
+    monkeypatch.setenv("COUNTER_TRL_LOG", str(log))
+    args = train.parse_args([*COUNTER_FLAGS, "--seed", "0"])  # the warm-up train.py would build, built here first:
+    tiny.build_tiny(0, user_env.resolve_env(args, need_random_action=True))  # two threads, not its one
+    ran = run_train(*COUNTER_FLAGS, *SMALL, "--steps", "2", "--eval_every", "0", "--eval_tasks", "3", "--cpu_threads",
+                    "1", "--out", out, env=env)
+    assert "warming" not in ran.stdout + ran.stderr  # the model built above, found in the cache
     rows = records(out)
     steps = [r for r in rows if "reward_mean" in r]
     assert [r["step"] for r in steps] == [1, 2] and all(r["turns_mean"] > 1 for r in steps) and not log.exists()
