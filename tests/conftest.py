@@ -70,6 +70,18 @@ def run_train(*args, processes=1, env=None, check=True):
     return out
 
 
+def start_train(*args, log):
+    """`python train.py ARGS` in the background, its output to the file `log` (a path): runs side by side share the
+    cores, and each keeps its own numbers (a run's floats depend on its thread count, not on what else runs)."""
+    with open(log, "w") as f:
+        return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+
+
+def finish_train(process, log):
+    """Wait for a start_train() run; it must succeed."""
+    assert process.wait(timeout=1500) == 0, open(log).read()[-3000:]
+
+
 def records(out_dir):
     """The JSON lines of a run's metrics.jsonl."""
     return [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]

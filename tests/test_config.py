@@ -13,8 +13,8 @@ import eval as evaluation
 import seeupo
 import train
 import train_io
-from conftest import ROOT, SMALL, records, run_train
-from rollout import PolicyArgs, load_policy
+from conftest import ROOT, SMALL, finish_train, records, run_train, start_train
+from rollout import PolicyArgs
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.y*ml")))
 TIMING = {"rollout_tokens_per_s", "rollout_seconds", "train_seconds", "step_seconds"}
@@ -65,8 +65,10 @@ def test_each_algo_is_a_preset_of_schedule_loss_and_baseline_that_explicit_flags
 def test_algo_reinforce_and_its_spelled_out_knobs_train_identically(tmp_path):
     """--algo reinforce IS --schedule all --loss reinforce --baseline loo: the same run, number for number."""
     runs = {"preset": ["--algo", "reinforce"], "knobs": ["--schedule", "all", "--loss", "reinforce", "--baseline", "loo"]}
-    for name, flags in runs.items():
-        run_train(*SMALL, "--steps", "2", "--eval_every", "0", *flags, "--out", str(tmp_path / name))
+    started = {name: start_train(*SMALL, "--steps", "2", "--eval_every", "0", *flags, "--out", str(tmp_path / name),
+                                 log=tmp_path / f"{name}.log") for name, flags in runs.items()}  # side by side
+    for name, process in started.items():
+        finish_train(process, tmp_path / f"{name}.log")
     strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in records(tmp_path / name)] for name in runs]
     assert strip[0] == strip[1] and any(r.get("adv_std", 0) > 0 for r in strip[0])
 

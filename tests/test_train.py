@@ -3,12 +3,10 @@ test_faults.py.)"""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import LOOKUP_TRL, LOOKUP_TRL_TASKS, ROOT, SMALL, records, run_train
+from conftest import LOOKUP_TRL, LOOKUP_TRL_TASKS, SMALL, finish_train, records, run_train, start_train
 
 # measured (bench/results/seeds/lookup_trl_ci): gains 0.45, 0.86, 0.87, 0.91, 0.70 over seeds 0-4: the bar is
 # about half the worst
@@ -74,12 +72,11 @@ def test_the_default_run_learns_with_lora_and_with_qlora_and_lookup_written_the_
     trl = ["--env", f"{LOOKUP_TRL}:LookupTRL", "--tasks", LOOKUP_TRL_TASKS, "--reward", f"{LOOKUP_TRL}:reward"]
     settings = {"seed0": (["--seed", "0"], 0.3), "qlora_seed0": (["--seed", "0", "--qlora"], 0.3),
                 "lookup_trl": ([*trl, "--steps", "20"], LOOKUP_TRL_MARGIN)}
-    runs = {}
-    for name, (flags, margin) in settings.items():
-        out, log = str(tmp_path / name), open(tmp_path / f"{name}.log", "w")
-        command = [sys.executable, "train.py", *flags, "--cpu_threads", "1", "--eval_every", "0", "--out", out]
-        runs[name] = out, margin, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
+    runs = {name: (str(tmp_path / name), margin, start_train(*flags, "--cpu_threads", "1", "--eval_every", "0",
+                                                              "--out", str(tmp_path / name),
+                                                              log=tmp_path / f"{name}.log"))
+            for name, (flags, margin) in settings.items()}
     for name, (out, margin, process) in runs.items():
-        assert process.wait(timeout=1500) == 0, open(tmp_path / f"{name}.log").read()[-3000:]
+        finish_train(process, tmp_path / f"{name}.log")
         evals = [r["eval_success_rate"] for r in records(out) if "eval_success_rate" in r]
         assert evals[-1] >= evals[0] + margin, (name, evals)
