@@ -48,8 +48,9 @@ TINY_WARMUP = dict(steps=800, episodes=32, lr=3e-3)
 # a user environment's warm-up, from the default model (which can already copy): only its format is new. 200 x 16
 # episodes: 3 turns in 506 malformed after it, held-out lookup_trl at 0.05 (as lookup's); 150 x 32 at lr 1e-3 left 10%.
 # Interleaved with as many steps on the default's environments (rehearsal): without them the new format's random
-# actions wash out copying from a message into a call (relay's offered door 0.86 -> 0.33 of the mass, chance 0.2;
-# with them 0.81), and lookup_trl's seed 2 learned to guess codes instead of reading them (docs/environments.md)
+# actions wash out copying from a message into a call (relay's offered doors, seed 2: 0.87 -> 0.35 of the mass,
+# chance 0.2; with them 0.82; bench/results/warmup_copy.md), and lookup_trl's seed 2 learned to guess codes
+# instead of reading them (docs/environments.md)
 ENV_WARMUP = dict(steps=200, episodes=16, lr=3e-3)
 # ChatML as Qwen writes it: tools listed in the system turn (one line each, its name and its arguments' types or
 # enums: a JSON schema would be ~600 tokens of this tokenizer), tool calls and tool responses as text.
@@ -204,6 +205,19 @@ def warm_up(model, tokenizer, draw, steps, lr, sampling, rng):
     return loss.item()
 
 
+def env_warm_up(model, tokenizer, env, rng, rehearse=True):
+    """ENV_WARMUP on a user environment (a user_env.LoadedEnv), every other step on the default's own environments
+    unless rehearse=False (bench/warmup_copy.py's ablation). Returns the last step's loss."""
+    rehearsal = default_draw(rng, ENV_WARMUP["episodes"])
+
+    def draw(step):  # every other step the default's own environments: the model keeps what it could do
+        if rehearse and step % 2:
+            return rehearsal(step // 2)
+        return env.factory, rng.choices(env.train_tasks, k=ENV_WARMUP["episodes"])  # a file may hold few rows
+    return warm_up(model, tokenizer, draw, (2 if rehearse else 1) * ENV_WARMUP["steps"], ENV_WARMUP["lr"],
+                   SamplingArgs(max_new_tokens=1024, max_context=4096), rng)  # a turn is never cut here
+
+
 def call_tokens(tools):
     """The tokens a user environment's tiny model adds to the default one's: the tool-call tags (Qwen has them
     as tokens too) and, from the tools' schemas, each tool's call opening and each argument's key as json.dumps
@@ -240,14 +254,7 @@ def build_tiny(seed, env=None, log=print):
         tokenizer.chat_template = TINY_CHAT_TEMPLATE  # (the default's, unless its folder was put there by hand)
         add_tokens(model, tokenizer, call_tokens(env.factory().tools))
 
-        rehearsal = default_draw(rng, ENV_WARMUP["episodes"])
-
-        def draw(step):  # every other step the default's own environments: the model keeps what it could do
-            if step % 2:
-                return rehearsal(step // 2)
-            return env.factory, rng.choices(env.train_tasks, k=ENV_WARMUP["episodes"])  # a file may hold few rows
-        loss = warm_up(model, tokenizer, draw, 2 * ENV_WARMUP["steps"], ENV_WARMUP["lr"],
-                       SamplingArgs(max_new_tokens=1024, max_context=4096), rng)  # a turn is never cut here
+        loss = env_warm_up(model, tokenizer, env, rng)
     tmp = f"{path}.tmp{os.getpid()}"
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
 import tiny  # noqa: E402
 import user_env  # noqa: E402
-from rollout import SamplingArgs  # noqa: E402
 from bench.seeds import cpu_model  # noqa: E402
 
 EXAMPLE = dict(spec="examples/lookup_trl.py:LookupTRL", tasks="examples/lookup_trl.jsonl",
@@ -52,12 +51,7 @@ def format_only(seed, loaded):
     base = tiny.build_tiny(seed)
     tokenizer, model = AutoTokenizer.from_pretrained(base), AutoModelForCausalLM.from_pretrained(base)
     tiny.add_tokens(model, tokenizer, tiny.call_tokens(loaded.factory().tools))
-    rng = random.Random(seed)
-
-    def draw(step):
-        return loaded.factory, rng.choices(loaded.train_tasks, k=tiny.ENV_WARMUP["episodes"])
-    tiny.warm_up(model, tokenizer, draw, tiny.ENV_WARMUP["steps"], tiny.ENV_WARMUP["lr"],
-                 SamplingArgs(max_new_tokens=1024, max_context=4096), rng)
+    tiny.env_warm_up(model, tokenizer, loaded, random.Random(seed), rehearse=False)
     return tokenizer, model.eval()
 
 
