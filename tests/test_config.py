@@ -63,10 +63,16 @@ def test_each_algo_is_a_preset_of_schedule_loss_and_baseline_that_explicit_flags
 
 @pytest.mark.slow
 def test_algo_reinforce_and_its_spelled_out_knobs_train_identically(tmp_path):
-    """--algo reinforce IS --schedule all --loss reinforce --baseline loo: the same run, number for number."""
-    runs = {"preset": ["--algo", "reinforce"], "knobs": ["--schedule", "all", "--loss", "reinforce", "--baseline", "loo"]}
-    started = {name: start_train(*SMALL, "--steps", "2", "--eval_every", "0", *flags, "--out", str(tmp_path / name),
-                                 log=tmp_path / f"{name}.log") for name, flags in runs.items()}  # side by side
+    """--algo reinforce IS --schedule all --loss reinforce --baseline loo: the same run, number for number.
+    The tiny model is built here first (two runs that both build it, at two threads each on two cores, took 15 min
+    of a fresh clone's suite), then the runs go side by side at one thread each."""
+    from tiny import build_tiny
+    build_tiny(0)
+    runs = {"preset": ["--algo", "reinforce"],
+            "knobs": ["--schedule", "all", "--loss", "reinforce", "--baseline", "loo"]}
+    started = {name: start_train(*SMALL, "--steps", "2", "--eval_every", "0", "--cpu_threads", "1", *flags,
+                                 "--out", str(tmp_path / name), log=tmp_path / f"{name}.log")
+               for name, flags in runs.items()}
     for name, process in started.items():
         finish_train(process, tmp_path / f"{name}.log")
     strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in records(tmp_path / name)] for name in runs]

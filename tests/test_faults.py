@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from conftest import BAD_FLAGS, ROOT, SMALL, one_step, run_train
+from conftest import BAD_FLAGS, ROOT, SMALL, finish_train, one_step, run_train, start_train
 from seeupo import TurnSample, sweep
 
 TIMING = {"rollout_tokens_per_s", "rollout_seconds", "train_seconds", "step_seconds"}
@@ -35,9 +35,10 @@ def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path, setting, req
     the plain path, one AdamW), and on tiny with one AdamW per turn and with QLoRA."""
     if "QWEN_FOLDER" in setting:
         setting = ["--model", str(request.getfixturevalue("qwen_folder"))]
-    flags = [*SMALL, "--steps", "4", "--save_every", "1", "--eval_every", "2", "--show_every", "1", *setting]
+    flags = [*SMALL, "--steps", "4", "--save_every", "1", "--eval_every", "2", "--show_every", "1", "--cpu_threads",
+             "1", *setting]
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
-    run_train(*flags, "--out", whole)
+    whole_run = start_train(*flags, "--out", whole, log=tmp_path / "whole.log")  # side by side, one thread each
 
     proc = subprocess.Popen([sys.executable, "train.py", *flags, "--out", killed], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -48,6 +49,7 @@ def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path, setting, req
     proc.send_signal(signal.SIGKILL)  # step 3 is under way: its rollout or its sweep
     assert proc.wait() == -signal.SIGKILL
     run_train(*flags, "--resume", "--out", killed)
+    finish_train(whole_run, tmp_path / "whole.log")
 
     # the same step counter, metrics, samples, adapter (so the same optimizer state and RNG draws)
     assert lines(os.path.join(killed, "metrics.jsonl")) == lines(os.path.join(whole, "metrics.jsonl"))
@@ -71,6 +73,8 @@ def test_a_crash_while_saving_never_loses_the_last_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_reproduce_themselves_and_share_statistics(tmp_path):
+    """The README's launch line for two ranks on a CPU, twice: whole groups per rank, statistics gathered, the
+    same numbers both times."""
     outs = [str(tmp_path / f"run{i}") for i in range(2)]
     for out in outs:
         run_train(*SMALL, "--steps", "2", "--out", out, processes=2)

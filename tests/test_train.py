@@ -47,16 +47,6 @@ def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_are_two_ranks_sharing_batch_statistics(tmp_path):
-    """The launch line from the README: two ranks on a CPU, whole groups per rank, statistics gathered."""
-    out = str(tmp_path / "run")
-    run_train("--steps", "1", "--out", out, *SMALL, processes=2)
-    step = [r for r in records(out) if "reward_mean" in r]
-    assert len(step) == 1 and step[0]["world_size"] == 2
-    assert step[0]["episodes"] == 4 * 4  # both ranks' 2 groups of 4 episodes entered the statistics
-
-
-@pytest.mark.slow
 def test_the_default_run_learns_with_lora_and_with_qlora_and_lookup_written_the_trl_way(tmp_path):
     """The default run (the tiny model, lookup) must learn on any machine: seed 0, with LoRA and with a 4-bit base
     (--qlora), each in 20 steps (the default is 40), must each rise by >= 0.3 in held-out success. Measured over
