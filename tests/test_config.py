@@ -62,12 +62,9 @@ def test_each_algo_is_a_preset_of_schedule_loss_and_baseline_that_explicit_flags
 
 
 @pytest.mark.slow
-def test_algo_reinforce_and_its_spelled_out_knobs_train_identically(tmp_path):
-    """--algo reinforce IS --schedule all --loss reinforce --baseline loo: the same run, number for number.
-    The tiny model is built here first (two runs that both build it, at two threads each on two cores, took 15 min
-    of a fresh clone's suite), then the runs go side by side at one thread each."""
-    from tiny import build_tiny
-    build_tiny(0)
+def test_algo_reinforce_and_its_spelled_out_knobs_train_identically(tmp_path, tiny_default):
+    """--algo reinforce IS --schedule all --loss reinforce --baseline loo: the same run, number for number (the
+    two side by side at one thread each, the tiny model built first: conftest's tiny_default)."""
     runs = {"preset": ["--algo", "reinforce"],
             "knobs": ["--schedule", "all", "--loss", "reinforce", "--baseline", "loo"]}
     started = {name: start_train(*SMALL, "--steps", "2", "--eval_every", "0", "--cpu_threads", "1", *flags,

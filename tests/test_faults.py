@@ -4,8 +4,6 @@ extremes, typos in flags, and two processes that must reproduce themselves."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from conftest import BAD_FLAGS, ROOT, SMALL, finish_train, one_step, run_train, start_train
+from conftest import BAD_FLAGS, SMALL, finish_train, one_step, run_train, start_train
 from seeupo import TurnSample, sweep
 
 TIMING = {"rollout_tokens_per_s", "rollout_seconds", "train_seconds", "step_seconds"}
@@ -40,8 +38,7 @@ def test_a_run_killed_mid_step_resumes_as_if_never_killed(tmp_path, setting, req
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
     whole_run = start_train(*flags, "--out", whole, log=tmp_path / "whole.log")  # side by side, one thread each
 
-    proc = subprocess.Popen([sys.executable, "train.py", *flags, "--out", killed], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_train(*flags, "--out", killed, log=tmp_path / "killed.log")
     progress = os.path.join(killed, "checkpoint", "progress.json")
     while not (os.path.exists(progress) and json.load(open(progress))["step"] >= 2):
         assert proc.poll() is None, "the run ended before it could be killed"

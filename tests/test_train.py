@@ -14,7 +14,7 @@ LOOKUP_TRL_MARGIN = 0.2
 
 
 @pytest.mark.slow
-def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path):
+def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path, tiny_default):
     out = str(tmp_path / "run")
     run_train("--steps", "2", "--eval_every", "1", "--save_every", "1", "--out", out, *SMALL)
     rows = records(out)
@@ -29,8 +29,7 @@ def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path):
 
     from peft import PeftModel
     from rollout import load_policy
-    from tiny import build_tiny
-    base = load_policy(build_tiny(0)).model.get_base_model()
+    base = load_policy(tiny_default).model.get_base_model()
     PeftModel.from_pretrained(base, os.path.join(out, "adapter"))  # loads with the library's own loader
 
     again = run_train("--steps", "2", "--out", out, *SMALL, check=False)
@@ -47,18 +46,16 @@ def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_default_run_learns_with_lora_and_with_qlora_and_lookup_written_the_trl_way(tmp_path):
+def test_the_default_run_learns_with_lora_and_with_qlora_and_lookup_written_the_trl_way(tmp_path, tiny_default):
     """The default run (the tiny model, lookup) must learn on any machine: seed 0, with LoRA and with a 4-bit base
     (--qlora), each in 20 steps (the default is 40), must each rise by >= 0.3 in held-out success. Measured over
     seeds 0-4 on one thread at 20 steps (bench/results/seeds/default_ci and .../qlora_ci): from 0.05-0.09 to
     0.96-0.98 with LoRA and to 0.94-0.98 with QLoRA: the bar is about a third of the rise measured. Both on seed
-    0: one tiny model to build (about 2 min of a fresh clone's suite), built here first if need be.
+    0: one tiny model to build (about 2.5 min of a fresh clone's suite), built first (tiny_default).
     Beside them, examples/lookup_trl.py (lookup written the TRL way, docs/environments.md) must learn through
     train.py with --model tiny as lookup does: held-out success at step 20 above the start by LOOKUP_TRL_MARGIN
     (seed 0 here: 0.02 -> 0.47; seeds 1-4 gain 0.70 to 0.91; bench/results/seeds/lookup_trl_ci).
     Three one-thread runs on two cores: each run's numbers are its own whatever shares the cores with it."""
-    from tiny import build_tiny
-    build_tiny(0)
     trl = ["--env", f"{LOOKUP_TRL}:LookupTRL", "--tasks", LOOKUP_TRL_TASKS, "--reward", f"{LOOKUP_TRL}:reward"]
     settings = {"seed0": (["--seed", "0"], 0.3), "qlora_seed0": (["--seed", "0", "--qlora"], 0.3),
                 "lookup_trl": (trl, LOOKUP_TRL_MARGIN)}

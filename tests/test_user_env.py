@@ -668,8 +668,8 @@ def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_score
     import tiny
     import train
     out, log = str(tmp_path / "run"), tmp_path / "private.log"
-    env = {"COUNTER_TRL_LOG": str(log), "OMP_NUM_THREADS": "1"}  # eval.py: train.py's one thread, its numbers
-    monkeypatch.setenv("COUNTER_TRL_LOG", str(log))
+    monkeypatch.setenv("COUNTER_TRL_LOG", str(log))  # the build below, train.py and eval.py alike
+    env = {"OMP_NUM_THREADS": "1"}  # eval.py: train.py's one thread, its numbers
     args = train.parse_args([*COUNTER_FLAGS, "--seed", "0"])  # the warm-up train.py would build, built here first:
     tiny.build_tiny(0, user_env.resolve_env(args, need_random_action=True))  # two threads, not its one
     ran = run_train(*COUNTER_FLAGS, *SMALL, "--steps", "2", "--eval_every", "0", "--eval_tasks", "3", "--cpu_threads",
