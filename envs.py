@@ -233,16 +233,11 @@ class RelayEnv:
     optimal_success = 1.0
 
 
-ENVS = {"lookup": LookupEnv, "guess": GuessEnv, "relay": RelayEnv}  # the toy environments (tiny.py warms its model up on these)
-ENV_NAMES = (*ENVS, "bfcl")  # bfcl.py: BFCL v4 multi-turn, needs the optional bfcl-eval package
-BFCL_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
+ENVS = {"lookup": LookupEnv, "guess": GuessEnv, "relay": RelayEnv}  # the toy environments (the tiny model warms up on these)
 
 
 def make_env(name, **kwargs):
-    """A fresh environment object for one episode."""
-    if name == "bfcl":
-        from bfcl import BfclEnv
-        return BfclEnv(**kwargs)
+    """A fresh toy environment for one episode (--env bfcl and classes of yours: support/user_env.resolve_env)."""
     if name not in ENVS:
-        raise SystemExit(f"error: unknown env '{name}'; choose one of {', '.join(ENV_NAMES)}")
+        raise SystemExit(f"error: unknown env '{name}'; choose one of {', '.join(ENVS)}")
     return ENVS[name](**kwargs)

@@ -1,5 +1,5 @@
 """Measurement: success rate and pass@k on held-out tasks (base policy and a trained adapter side by side),
-transcripts of episodes, and plots of finished runs.
+and transcripts of episodes.
 
     python eval.py --adapter runs/default/adapter              # base vs adapter, a small table
     python eval.py --adapter runs/default/adapter --show 2     # ...and two held-out episodes of each
@@ -7,20 +7,19 @@ transcripts of episodes, and plots of finished runs.
     python eval.py --env my_env.py:MyEnv --tasks tasks.jsonl --reward my_env.py:reward --adapter DIR/adapter
                                                                # a class of yours, with train.py's flags for it
     python eval.py --adapter runs/default/adapter --json eval.json   # ...and the table as JSON, for scripts
-    python eval.py --plot runs/default                         # runs/default/plot.png from metrics.jsonl
+    python eval.py --plot runs/default                         # runs/default/plot.png (support/plots.py)
 
 `evaluate()` is the one function every measurement goes through: train.py calls it for the held-out
 `eval_success_rate`, bench/compare.py through train.py. It samples `samples` episodes of each task with
 rollout(), exactly as training does (the same environment factory), and returns per-task success counts;
 `summarize` turns counts into the success rate (the mean over all episodes) and the unbiased pass@k
 estimator. The base policy is the same model with the adapter disabled: one copy of the weights for both
-columns. `transcript()` renders an episode from the token ids that were trained on; `plot_runs()` draws
-metrics.jsonl files (one run, or several per method with a band across them). EvalArgs inherits the
+columns. `transcript()` renders an episode from the token ids that were trained on. EvalArgs inherits the
 policy's and sampling's flags from rollout.PolicyArgs and SamplingArgs, as train.Args does: the same names,
 defaults and help.
 """
 
-import gzip
+import dataclasses
 import json
 import math
 import os
@@ -28,11 +27,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-import envs
 from rollout import PolicyArgs, SamplingArgs, check_context, load_policy, rollout
-from seeupo import ALL_TURNS, knob
-from tiny import model_path
-from user_env import EnvArgs, resolve_env
+from seeupo import knob
+from support import bfcl, tiny
+from support.plots import plot_runs
+from support.user_env import EnvArgs, resolve_env
 
 
 def evaluate(policy, env_factory, tasks, samples, sampling, seed=0, reference=False):
@@ -75,90 +74,6 @@ def transcript(episode, tokenizer, color=False):
     return "".join(parts) + end + (f" ({', '.join(flags)})" if flags else "")
 
 
-def plot_runs(runs, png):
-    """Curves of runs, {label: [run dir, ...]} -> a PNG, against sampled episodes: the training reward, the
-    held-out success, the spread of the correction M_j per turn, the KL to the base model, and per turn the
-    sampling policy's entropy and the approximate KL of each update to it. With several runs for a label: their
-    mean, and a band of +-1 std across them."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("error: plotting needs matplotlib: pip install matplotlib==3.11.2")
-    fig, axes = plt.subplots(3, 2, figsize=(11, 11))
-    panels = [(axes[0, 0], "reward_mean", "training reward"), (axes[0, 1], "eval_success_rate", "held-out success"),
-              (axes[1, 0], "correction_std", "correction M_j: std per turn (0 = first)"), (axes[1, 1], "kl", "KL to base"),
-              (axes[2, 0], "turn_entropy", "entropy of the sampling policy per token, per turn"),
-              (axes[2, 1], "approx_kl", "approx. KL of the update to the sampling policy, per turn")]
-    for label, dirs in runs.items():
-        for ax, key, _ in panels:
-            series = [_series(d, key) for d in dirs]
-            for name, (x, ys) in _align(series).items():
-                mean = [sum(col) / len(col) for col in ys]
-                std = [(sum((v - m) ** 2 for v in col) / len(col)) ** 0.5 for col, m in zip(ys, mean)]
-                line, = ax.plot(x, mean, label=f"{label}{name}", lw=1.5)
-                if len(dirs) > 1:
-                    low = [max(m - s, 1e-6) if key in LOG_AXES else m - s for m, s in zip(mean, std)]
-                    ax.fill_between(x, low, [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
-    for ax, key, _ in panels:
-        if key in LOG_AXES:
-            ax.set_yscale("log")  # one step's KL spike would flatten the rest
-    for ax, _, title in panels:
-        ax.set_title(title)
-        ax.set_xlabel("sampled episodes")
-        ax.grid(alpha=0.3)
-    for ax in axes.flat:
-        if any(not line.get_label().startswith("_") for line in ax.get_lines()):  # "_child0": unlabelled
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    return png
-
-
-LOG_AXES = ("kl", "approx_kl")
-
-
-def read_metrics(run_dir):
-    """A run's metrics.jsonl as a list of records (or metrics.jsonl.gz: bench/compare.py packs finished runs)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    with open(path) if os.path.exists(path) else gzip.open(path + ".gz", "rt") as f:
-        return [json.loads(line) for line in f]
-
-
-def _series(run_dir, key):
-    """{name: [(sampled episodes, value)]} of one run; a per-turn key (the correction, the entropy, the approximate
-    KL) gives one series per turn ("all": the all-turns baselines' one update)."""
-    out, episodes = {}, 0
-    for r in read_metrics(run_dir):
-        episodes += r.get("episodes", 0)
-        if key == "turn_entropy":
-            per_turn = r.get(key, {})
-        elif key in ("correction_std", "approx_kl"):
-            per_turn = {t: s[key] for t, s in r.get("turn_stats", {}).items() if key in s}
-        else:
-            per_turn = None
-        if per_turn is not None:
-            for turn, value in per_turn.items():
-                all_turns = turn == str(ALL_TURNS)  # the all-turns schedule's one update (it has no correction)
-                if not (key == "correction_std" and all_turns):
-                    out.setdefault(" all" if all_turns else f" turn {turn}", []).append((episodes, value))
-        elif key in r:
-            out.setdefault("", []).append((episodes, r[key]))
-    return out
-
-
-def _align(series):
-    """Runs of one label -> {name: (x, [values of each run at x])}, over the x values all runs share."""
-    out = {}
-    for name in set().union(*series):
-        points = [dict(s.get(name, [])) for s in series]
-        xs = sorted(set.intersection(*[set(p) for p in points]))
-        if xs:
-            out[name] = (xs, [[p[x] for p in points] for x in xs])
-    return out
-
-
 @dataclass
 class EvalArgs(SamplingArgs, PolicyArgs, EnvArgs):  # --temperature, --qlora, --max_context, --env, ...: as train.py's
     model: str = knob("tiny", "base model: tiny, tiny-qwen, a Hub name or a local folder")
@@ -166,7 +81,7 @@ class EvalArgs(SamplingArgs, PolicyArgs, EnvArgs):  # --temperature, --qlora, --
     eval_tasks: int = knob(200, "held-out tasks to evaluate (the first N of the test split)")
     samples: int = knob(4, "episodes per task")
     k: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "pass@k for these k (<= samples)"})
-    categories: list[str] = field(default_factory=lambda: list(envs.BFCL_CATEGORIES), metadata={"help": "BFCL categories"})
+    categories: list[str] = field(default_factory=lambda: list(bfcl.CATEGORIES), metadata={"help": "BFCL categories"})
     seed: int = knob(0, "seed of the tiny model and of the sampling")
     show: int = knob(0, "print this many held-out episodes of each policy")
     plot: str = knob("", "plot this run folder's metrics.jsonl to DIR/plot.png, and stop")
@@ -183,13 +98,14 @@ def main(argv=None):
     if args.plot:
         print(plot_runs({"": [args.plot]}, os.path.join(args.plot, "plot.png")))
         return
-    variants = {args.env: {}}  # BFCL: each category on its own
+    variants = {args.env: args}  # BFCL: each category on its own
     if args.env == "bfcl":
-        variants = {c: {"category": c, "max_tool_output": args.max_tool_output} for c in args.categories}
-    loaded = {label: resolve_env(args, args.model == "tiny", **kwargs) for label, kwargs in variants.items()}
+        variants = {c: dataclasses.replace(args, bfcl_category=c) for c in args.categories}
+    loaded = {label: resolve_env(flags, args.model == "tiny") for label, flags in variants.items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(model_path(args.model, args.seed, next(iter(loaded.values()))), args, seed=args.seed,
-                         adapter=args.adapter or None, device=device)
+    first = next(iter(loaded.values()))
+    base = tiny.build(args.model, args.seed, first) if args.model in tiny.EMBEDDED else args.model
+    policy = load_policy(base, args, seed=args.seed, adapter=args.adapter or None, device=device)
     columns = {"base": True, "adapter": False} if args.adapter else {"base": True}
     results, shown = {}, {}
     for label, env_loaded in loaded.items():

@@ -33,7 +33,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Logit
                           TemperatureLogitsWarper, TopPLogitsWarper)
 
 from seeupo import ALL_TURNS, TurnSample, knob
-from sweep_plumbing import left_aligned
+from support.sweep_tools import left_aligned
 
 transformers.utils.logging.disable_progress_bar()  # one small model loads and saves without a progress bar
 END_OF_TURN = "<|im_end|>"

@@ -1,6 +1,6 @@
-"""SeeUPO, the algorithm (arXiv 2602.06554; restated in docs/algorithm.md), and nothing else: the incidental
-machinery of a training step (packing micro-batches by token budget, sums over processes, the non-finite guard's
-bookkeeping, statistics) is in sweep_plumbing.py.
+"""SeeUPO, the algorithm (arXiv 2602.06554; restated in docs/algorithm.md), and nothing else: the mechanics of a
+training step (micro-batches by token budget, sums over processes, the non-finite guard) and the recorder of its
+statistics are in support/sweep_tools.py.
 
   SweepConfig        the method, knob by knob; ALGOS: the presets --algo names
   grae_advantages    A_j = R_j - baseline (the group's mean, or the mean of the others), optional group-std
@@ -34,7 +34,8 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from sweep_plumbing import Plumbing, local_sum
+from support.sweep_tools import (SweepStats, global_count, gradients_finite, local_sum, micro_batches, minibatches,
+                                 no_grad_logprobs, sampled_logprobs, sum_gradients)
 
 # --algo: a preset of the three knobs that name a method; a knob given explicitly wins over its preset
 ALGOS = {"seeupo": dict(schedule="sweep", loss="gspo", baseline="mean"),
@@ -42,6 +43,7 @@ ALGOS = {"seeupo": dict(schedule="sweep", loss="gspo", baseline="mean"),
          "grpo": dict(schedule="all", loss="grpo", baseline="mean"),
          "reinforce": dict(schedule="all", loss="reinforce", baseline="loo")}
 SCHEDULES, BASELINES, ORDERS = ("sweep", "all"), ("mean", "loo"), ("reverse", "sequential", "random")
+LOSS_NAMES = ("gspo", "grpo", "reinforce")  # the per-sample losses below (LOSSES)
 ALL_TURNS = -1  # TurnSample.turn of a whole-episode sample, and the one "turn" of the all-turns schedule
 LOG_RATIO_CLAMP = 20.0  # every log-ratio is clamped to +-20, as verl does, so exp() never overflows on a wild sample
 
@@ -69,7 +71,7 @@ class SweepConfig:
                                        "reinforce = all + reinforce + loo. Any of the three given explicitly wins")
     schedule: Literal[("", *SCHEDULES)] = knob("", "sweep: turn by turn in --order (SeeUPO) | all: every turn in one "
                                                    "update ('': --algo's)")
-    loss: Literal[("", "gspo", "grpo", "reinforce")] = knob("", "per-sample loss: gspo (sequence-level clip) | grpo "
+    loss: Literal[("", *LOSS_NAMES)] = knob("", "per-sample loss: gspo (sequence-level clip) | grpo "
                                                                 "(token-level clip) | reinforce ('': --algo's)")
     baseline: Literal[("", *BASELINES)] = knob("", "GRAE's baseline: mean (the group's) | loo (the mean of the others, "
                                                    "RLOO) ('': --algo's)")
@@ -94,7 +96,7 @@ class SweepConfig:
             raise ValueError(f"--algo {self.algo!r}: choose one of {', '.join(ALGOS)}")
         for name, value in ALGOS[self.algo].items():  # the preset fills what was not given
             setattr(self, name, getattr(self, name) or value)
-        for name, allowed in (("schedule", SCHEDULES), ("loss", LOSSES), ("baseline", BASELINES), ("order", ORDERS)):
+        for name, allowed in (("schedule", SCHEDULES), ("loss", LOSS_NAMES), ("baseline", BASELINES), ("order", ORDERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
         if self.schedule == "all" and (self.order != "reverse" or not self.correction):
@@ -223,50 +225,60 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
 
     samples:    list[TurnSample] (per turn for the sweep; whole-episode or per turn for "all")
     advantages: [num_episodes] tensor from grae_advantages (on any device: moved to the parameters')
-    optimizer:  a torch optimizer, or a list of one per turn index (one set of moments per turn; the sweep only)
+    optimizer:  a torch optimizer (or a list of one), or a list of one per turn index (the sweep only)
     num_turns:  the most turns an episode can have (the same on every process)
     step_seed:  seeds the random order and the minibatch splits (the same on every process)
-    reduce_sum: sums a tensor over processes (identity on one); see sweep_plumbing.py
+    reduce_sum: sums a tensor over processes (identity on one); see support/sweep_tools.py
     """
     per_turn = cfg.schedule == "sweep"
-    assert per_turn or not isinstance(optimizer, list), "the all-turns schedule takes one optimizer, not one per turn"
+    optimizers = optimizer if isinstance(optimizer, list) else [optimizer]
+    assert per_turn or len(optimizers) == 1, "the all-turns schedule takes one optimizer, not one per turn"
     assert not per_turn or all(0 <= s.turn < num_turns for s in samples), \
         f"the sweep takes per-turn samples of turns 0..{num_turns - 1} (num_turns={num_turns})"
-    run = Plumbing(logprob_fn, optimizer, cfg, reduce_sum, step_seed)  # micro-batches, sums, statistics
-    A = advantages.to(run.device)
+    params = [p for group in optimizers[0].param_groups for p in group["params"] if p.requires_grad]
+    device = params[0].device  # the policy's: every tensor of the sweep lives there
+    splits = torch.Generator().manual_seed(step_seed)  # draws the minibatch splits
+    stats = SweepStats(cfg.loss, cfg.ppo_epochs, reduce_sum, device)
+    A = advantages.to(device)
     M = torch.ones_like(A)  # M_j, the correction
 
     for t in turn_order(cfg.order, num_turns, step_seed) if per_turn else [ALL_TURNS]:
         S = [s for s in samples if s.turn == t or not per_turn]
-        if run.count(S) == 0:
+        if global_count(S, reduce_sum, device) == 0:
             continue  # no episode on any process reached turn t
-        j = torch.tensor([s.episode for s in S], dtype=torch.long, device=run.device)  # each sample's episode
-        old, mask = run.logprobs(S)  # with the current weights: the later turns are already updated
-        ref = run.logprobs(S, reference=True)[0] if cfg.kl_coef else None
-        M_j = M[j]  # this turn's correction of each sample's episode (a copy: M[j] gathers)
-        A_hat = A[j] * M_j  # a constant here: no gradient flows through M
-        opt = optimizer[t] if isinstance(optimizer, list) else optimizer  # turn t's own moments, or the shared ones
+        episode = torch.tensor([s.episode for s in S], dtype=torch.long, device=device)  # each sample's episode
+        old_logp, mask = no_grad_logprobs(logprob_fn, S, cfg.token_budget, device)  # later turns already updated
+        ref_logp = no_grad_logprobs(logprob_fn, S, cfg.token_budget, device, reference=True)[0] if cfg.kl_coef else None
+        M_S = M[episode]  # this turn's correction of each sample's episode (a copy: M[episode] gathers)
+        A_hat = A[episode] * M_S  # a constant here: no gradient flows through M
+        opt = optimizers[t] if len(optimizers) > 1 else optimizers[0]  # turn t's own moments, or the shared ones
 
-        for rows in run.minibatches(len(S)):  # ppo_epochs passes, each split into minibatches
+        for rows in minibatches(len(S), cfg.ppo_epochs, cfg.minibatches, splits):
             opt.zero_grad()
-            n = run.count(rows)  # the loss is a mean over the minibatch's samples on ALL processes
-            for micro in run.micro_batches(S, rows):  # gradients accumulate over micro-batches of token_budget
+            n = global_count(rows, reduce_sum, device)  # the loss is a mean over the minibatch on ALL processes
+            for micro in micro_batches(rows, [s.cost for s in S], cfg.token_budget):  # gradients accumulate
                 logp = logprob_fn([S[i] for i in micro])[0].float()  # [b, a]: with the gradient
-                m, o, a = mask[micro, : logp.shape[1]], old[micro, : logp.shape[1]], A_hat[micro]
-                per_sample = LOSSES[cfg.loss](logp, o, m, a, cfg.clip_low, cfg.clip_high)
-                kl = kl_k3(logp, ref[micro, : logp.shape[1]], m) if ref is not None else None
+                width = logp.shape[1]
+                micro_mask, micro_old, micro_adv = mask[micro, :width], old_logp[micro, :width], A_hat[micro]
+                per_sample = LOSSES[cfg.loss](logp, micro_old, micro_mask, micro_adv, cfg.clip_low, cfg.clip_high)
+                kl = kl_k3(logp, ref_logp[micro, :width], micro_mask) if ref_logp is not None else None
                 loss = per_sample if kl is None else per_sample + cfg.kl_coef * kl
                 (loss.sum() / n).backward()
-                run.record(t, loss, kl, clip_fractions(cfg.loss, logp.detach(), o, m, a, cfg.clip_low, cfg.clip_high))
-            run.sum_gradients()  # over processes: each holds its own samples (why not DDP: sweep_plumbing.py)
-            if run.finite_gradients():  # a NaN or inf never reaches the weights: the step is skipped, with a warning
-                run.took_step(torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm))
-                opt.step()
+                clipped = clip_fractions(cfg.loss, logp.detach(), micro_old, micro_mask, micro_adv, cfg.clip_low,
+                                         cfg.clip_high)
+                stats.record(t, loss, kl, clipped)
+            sum_gradients(params, reduce_sum)  # over processes: each holds its own samples (why not DDP: sweep_tools)
+            if not gradients_finite(params):  # a NaN or inf never reaches the weights: the step is skipped
+                stats.skipped_step()
+                continue
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            stats.optimizer_step(grad_norm)
+            opt.step()
 
-        new = run.logprobs(S)[0]
-        M_next, r = correction_update(M_j, new, old, mask, cfg.correction_clip)  # r_j; M_j <- clip(M_j r_j)
+        new_logp = no_grad_logprobs(logprob_fn, S, cfg.token_budget, device)[0]
+        M_next, r = correction_update(M_S, new_logp, old_logp, mask, cfg.correction_clip)  # r_j; M_j <- clip(M_j r_j)
         if per_turn and cfg.correction:
-            M[j] = M_next  # the turns updated after this one see how far this one moved
-        sampled = run.sampled(S, new.shape[1])  # log pi at sampling time, if known: how far the update went
-        run.end_turn(t, S, M_j, r, kl_k3(new, sampled, mask) if sampled is not None else None)
-    return run.statistics()
+            M[episode] = M_next  # the turns updated after this one see how far this one moved
+        sampled = sampled_logprobs(S, new_logp.shape[1], device)  # log pi at sampling time, if samples say
+        stats.end_turn(t, S, M_S, r, kl_k3(new_logp, sampled, mask) if sampled is not None else None)
+    return stats.summary()

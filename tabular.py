@@ -37,7 +37,7 @@ tests/test_seeupo.py asserts the numbers above and uses `Tabular` to test the sw
 import torch
 
 from seeupo import ALL_TURNS, SweepConfig, TurnSample, grae_advantages, sweep
-from sweep_plumbing import left_aligned
+from support.sweep_tools import left_aligned
 
 TURNS = 2  # turn 1 picks a branch, turn 2 an action
 PAYOFF = torch.tensor([[0.5, 0.5, 0.5],    # branch 0: safe, 0.5 whatever turn 2 does

@@ -5,13 +5,15 @@ seeupo.grae_advantages() (batch statistics over all processes) -> seeupo.sweep()
 turn by turn, last turn first -> one metrics line. Held-out evaluation goes through eval.evaluate().
 
 The environment: a built-in one (--env lookup, guess, relay, bfcl) or a class of yours (--env my_env.py:MyEnv, a
-TRL environment_factory class with --tasks and --reward too): user_env.resolve_env gives both as one LoadedEnv
-(docs/environments.md).
+TRL environment_factory class with --tasks and --reward too): support/user_env.resolve_env gives both as one
+LoadedEnv (docs/environments.md). The model: a folder or Hub name, or tiny / tiny-qwen, which support/tiny.py
+builds once (minutes, with a progress bar) and caches.
 
 Args is the whole configuration. It inherits the method's knobs from seeupo.SweepConfig (--algo is a preset of
 --schedule, --loss and --baseline), and the policy's and sampling's flags from rollout.PolicyArgs and
 rollout.SamplingArgs (eval.py shares those): each flag's default and help are written once, where it is used.
-train_io.py holds what surrounds the loop: flags and config files in, the run folder and metrics out, resume.
+support/run_files.py holds what surrounds the loop: flags and config files in, the run folder and metrics out,
+resume.
 
 Flags can come from a YAML or JSON file, given first (or as --config FILE, TRL's spelling); flags typed after it
 override its values. configs/ holds presets; a run's own args.json is one too:
@@ -34,7 +36,7 @@ Several processes on a CPU (other launch lines silently give one, or two lone, p
 import os
 import random
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import psutil
@@ -43,14 +45,12 @@ import transformers  # (transformers.get_scheduler, not imported by name: that w
 from accelerate import Accelerator  # before load_policy() quiets its start-up warning)
 from tqdm import tqdm
 
-import envs
 import seeupo
-import train_io
 from eval import evaluate, summarize, transcript
 from rollout import PolicyArgs, Remembered, SamplingArgs, check_context, load_policy, rollout, turn_samples
 from seeupo import knob
-from tiny import model_path
-from user_env import EnvArgs, resolve_env
+from support import run_files, tiny
+from support.user_env import EnvArgs, resolve_env
 
 
 @dataclass
@@ -66,8 +66,6 @@ class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs, EnvArgs):  # + the meth
                                                                       "end)")
     optimizer_state: Literal["shared", "per_turn"] = knob("shared", "the sweep's AdamW moments: one set shared by all "
                                                          "turns, or one per turn index (each turn's update its own)")
-    bfcl_category: Literal[envs.BFCL_CATEGORIES] = knob("multi_turn_base", "BFCL v4 category to train on")
-    bfcl_dense: bool = knob(False, "BFCL: reward = fraction of leading user turns that pass (eval stays binary)")
     eval_every: int = knob(10, "held-out evaluation every N steps (and at the start and the end; 0: only those)")
     eval_tasks: int = knob(128, "held-out tasks per evaluation")
     eval_samples: int = knob(2, "episodes per held-out task")
@@ -83,27 +81,27 @@ class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs, EnvArgs):  # + the meth
 
 
 def parse_args(argv=None):
-    """Args from the command line (or argv), after a config file's values; see train_io.parse_args."""
-    return train_io.parse_args(Args, argv)
+    """Args from the command line (or argv), after a config file's values; see support/run_files.parse_args."""
+    return run_files.parse_args(Args, argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv)  # Args is a seeupo.SweepConfig: sweep() reads the method's knobs from it
     accelerator = Accelerator(log_with=None if args.report_to == "none" else args.report_to, project_dir=args.out)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     set_up_processes(args, accelerator)
-    run = train_io.Run(accelerator, args.out)
+    run = run_files.Run(accelerator, args.out)
     checkpoint = run.to_resume(args)  # None: a new run (a mixed or clobbered one stops here, in one line)
-    loaded = resolve_env(args, need_random_action=args.model == "tiny", **bfcl_kwargs(args))  # built-in or yours
+    loaded = resolve_env(args, need_random_action=args.model == "tiny")  # built-in or yours, checked
     env_factory, env = loaded.factory, loaded.factory()  # the factory: a fresh environment per episode
     train_tasks, test_tasks = loaded.train_tasks, loaded.test_tasks[: args.eval_tasks]
-    with accelerator.main_process_first():  # rank 0 builds the tiny model's cache, the others then read it
-        policy = load_policy(model_path(args.model, args.seed, loaded), args, seed=args.seed, device=device,
+    with accelerator.main_process_first():  # rank 0 builds an embedded model's cache, the others then read it
+        base = tiny.build(args.model, args.seed, loaded) if args.model in tiny.EMBEDDED else args.model
+        policy = load_policy(base, args, seed=args.seed, device=device,
                              adapter=checkpoint and os.path.join(checkpoint, "adapter"))
     check_context(policy, env, train_tasks[0], args)
-    # One AdamW, or one per turn index (each turn's update with its own moments). No accelerator.prepare():
-    # processes hold different numbers of a turn's samples, so DDP's lock-step backward would hang; the sweep
-    # sums the gradients over processes itself (sweep_plumbing.py), and load_policy() placed the model.
+    # One AdamW, or one per turn index (each turn's update with its own moments). No accelerator.prepare(): the
+    # sweep sums the gradients over processes itself (support/sweep_tools.py), and load_policy() placed the model.
     trainable = [p for p in policy.model.parameters() if p.requires_grad]
     optimizers = [torch.optim.AdamW(trainable, lr=args.lr)
                   for _ in range(env.max_turns if args.optimizer_state == "per_turn" else 1)]
@@ -111,7 +109,6 @@ def main(argv=None):
                                              num_training_steps=args.steps) for o in optimizers]
     accelerator.register_for_checkpointing(*optimizers, *schedulers)
     start = run.start(args, checkpoint)  # the step to go on from (a checkpoint's optimizer, lr and RNG loaded)
-    cfg = seeupo.SweepConfig(**{f.name: getattr(args, f.name) for f in fields(seeupo.SweepConfig)})
 
     def reduce_sum(x):
         return accelerator.reduce(x, reduction="sum") if world > 1 else x
@@ -133,11 +130,11 @@ def main(argv=None):
         episodes = rollout(policy, env_factory, tasks[rank::world], args.group_size, args)  # G episodes per task
         t1 = time.time()
         rewards, groups = torch.tensor([e.reward for e in episodes]), torch.tensor([e.group for e in episodes])
-        advantages = seeupo.grae_advantages(rewards, groups, cfg.std_norm, cfg.batch_norm, reduce_sum=reduce_sum,
-                                            leave_one_out=cfg.baseline == "loo")
-        samples = turn_samples(episodes, whole_episode=cfg.schedule == "all" and args.baseline_samples == "episode")
-        stats = seeupo.sweep(Remembered(policy), optimizers if len(optimizers) > 1 else optimizers[0], samples,
-                             advantages.to(device), cfg, env.max_turns, sweep_seed, reduce_sum)
+        advantages = seeupo.grae_advantages(rewards, groups, args.std_norm, args.batch_norm, reduce_sum=reduce_sum,
+                                            leave_one_out=args.baseline == "loo")
+        samples = turn_samples(episodes, whole_episode=args.schedule == "all" and args.baseline_samples == "episode")
+        stats = seeupo.sweep(Remembered(policy), optimizers, samples, advantages.to(device), args, env.max_turns,
+                             sweep_seed, reduce_sum)
         for scheduler in schedulers:
             scheduler.step()  # one lr per training step, whatever the number of optimizer steps in the sweep
         record = {"step": step + 1, **step_metrics(episodes, advantages, groups, stats, accelerator, env.max_turns,
@@ -186,18 +183,13 @@ def set_up_processes(args, accelerator):
         raise SystemExit(f"error: --tasks_per_step {args.tasks_per_step} must be a multiple of the {world} processes")
 
 
-def bfcl_kwargs(args):
-    """What `--env bfcl` takes besides max_turns (user_env.resolve_env adds it); training and its evaluations
-    share it."""
-    if args.env != "bfcl":
-        return {}
-    return dict(category=args.bfcl_category, dense_reward=args.bfcl_dense, max_tool_output=args.max_tool_output)
-
-
 def step_metrics(episodes, advantages, groups, stats, accelerator, max_turns, rollout_s, train_s):
     """One step's metrics over all processes' episodes (gathered), and the sweep's statistics."""
-    per_episode = torch.tensor([[e.reward, e.success, e.truncated, e.malformed, e.unterminated, len(e.turn_spans),
-                                 sum(end - start for start, end in e.turn_spans)] for e in episodes], dtype=torch.float64)
+    columns = {"reward": lambda e: e.reward, "success": lambda e: e.success, "truncated": lambda e: e.truncated,
+               "malformed": lambda e: e.malformed, "unterminated": lambda e: e.unterminated,
+               "turns": lambda e: len(e.turn_spans),
+               "policy_tokens": lambda e: sum(end - start for start, end in e.turn_spans)}
+    per_episode = torch.tensor([[read(e) for read in columns.values()] for e in episodes], dtype=torch.float64)
     # a group whose advantages are all zero carries no signal (all equal rewards: too easy, too hard, truncated)
     zero_groups = torch.tensor([[float((advantages[groups == g] == 0).all()), 1.0] for g in groups.unique()])
     # per turn index: the sum of the sampling distribution's entropy over the sampled tokens, and their count
@@ -206,27 +198,28 @@ def step_metrics(episodes, advantages, groups, stats, accelerator, max_turns, ro
         for t, values in enumerate(e.sample_entropy[:max_turns]):
             entropy[t] += torch.tensor([sum(values), len(values)], dtype=torch.float64)
     device = accelerator.device
-    per_episode = accelerator.gather(per_episode.to(device)).cpu()
+    gathered = accelerator.gather(per_episode.to(device)).cpu()
+    column = {name: gathered[:, i] for i, name in enumerate(columns)}  # each over all processes' episodes
     adv = accelerator.gather(advantages.to(device)).cpu()
     zero_groups, entropy = (accelerator.reduce(x.to(device), reduction="sum").cpu()
                             for x in (zero_groups.sum(0), entropy))
-    policy_tokens = per_episode[:, 6].sum().item()
     return {
-        "reward_mean": per_episode[:, 0].mean().item(),
-        "success_rate": per_episode[:, 1].mean().item(),
+        "reward_mean": column["reward"].mean().item(),
+        "success_rate": column["success"].mean().item(),
         "world_size": accelerator.num_processes,
-        "episodes": len(per_episode),
-        "truncated_frac": per_episode[:, 2].mean().item(),
-        "malformed_turns": int(per_episode[:, 3].sum()),
-        "unterminated_turns": int(per_episode[:, 4].sum()),
-        "turns_mean": per_episode[:, 5].mean().item(),
-        "adv_mean": adv.mean().item(), "adv_std": adv.std().item(), "adv_min": adv.min().item(), "adv_max": adv.max().item(),
+        "episodes": len(gathered),
+        "truncated_frac": column["truncated"].mean().item(),
+        "malformed_turns": int(column["malformed"].sum()),
+        "unterminated_turns": int(column["unterminated"].sum()),
+        "turns_mean": column["turns"].mean().item(),
+        "adv_mean": adv.mean().item(), "adv_std": adv.std().item(),
+        "adv_min": adv.min().item(), "adv_max": adv.max().item(),
         "zero_adv_group_frac": (zero_groups[0] / zero_groups[1]).item(),
         "entropy": (entropy[:, 0].sum() / entropy[:, 1].sum().clamp(min=1)).item(),  # nats per sampled token
         "turn_entropy": {str(t): (s / n).item() for t, (s, n) in enumerate(entropy) if n > 0},
         **{k: stats[k] for k in ("correction_mean", "correction_std", "kl", "approx_kl", "clipfrac",
                                  "optimizer_steps", "skipped_steps", "grad_norm") if k in stats},
-        "rollout_tokens_per_s": policy_tokens / max(rollout_s, 1e-9),
+        "rollout_tokens_per_s": column["policy_tokens"].sum().item() / max(rollout_s, 1e-9),
         "rollout_seconds": rollout_s, "train_seconds": train_s, "step_seconds": rollout_s + train_s,
         "turn_stats": {str(t): s for t, s in stats["turns"].items()},
     }

@@ -75,7 +75,7 @@ from tqdm import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
-from eval import read_metrics  # noqa: E402
+from support.plots import read_metrics  # noqa: E402
 import compare_stats as stats  # noqa: E402  (bench/compare_stats.py)
 from seeds import cpu_model  # noqa: E402  (bench/seeds.py)
 
@@ -410,7 +410,7 @@ def report_lines(args, results):
 
 def plot(args, summary):
     """Per env and lr the curves of every method (eval.plot_runs); and differences.png (plot_differences)."""
-    from eval import plot_runs
+    from support.plots import plot_runs
     try:
         import matplotlib
         matplotlib.use("Agg")

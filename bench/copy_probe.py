@@ -27,7 +27,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
 from rollout import PolicyArgs, SamplingArgs, load_policy, rollout, turn_samples  # noqa: E402
-from tiny import ScriptedPolicy, model_path  # noqa: E402
+from support import tiny  # noqa: E402
+from support.tiny import ScriptedPolicy  # noqa: E402
 from bench.seeds import cpu_model  # noqa: E402
 
 LOCKERS, CODES, SAMPLING = envs.LookupEnv.lockers, range(envs.LookupEnv.codes), SamplingArgs(max_new_tokens=64)
@@ -100,7 +101,7 @@ def main():
     held_out, train = envs.LookupEnv.tasks("test")[: args.tasks], envs.LookupEnv.tasks("train")
     for name in args.models:
         for seed in args.seeds:
-            policy = load_policy(model_path(name, seed), policy_args, seed=seed)
+            policy = load_policy((tiny.build(name, seed) if name in tiny.EMBEDDED else name), policy_args, seed=seed)
             optimizer = torch.optim.AdamW([q for q in policy.model.parameters() if q.requires_grad], lr=args.lr)
             rng, done, loss, seconds = random.Random(seed), 0, float("nan"), 0.0
             for at in args.steps:

@@ -56,7 +56,8 @@ import rollout  # noqa: E402
 import seeupo  # noqa: E402
 from random_init import CONFIGS, save_random_init  # noqa: E402
 from rollout import PolicyArgs, Remembered, SamplingArgs, turn_samples  # noqa: E402
-from tiny import ScriptedPolicy, model_path  # noqa: E402
+from support import tiny  # noqa: E402
+from support.tiny import ScriptedPolicy  # noqa: E402
 
 
 PARTS = ["rollout", "sizes", "merge", "update", "budget"]
@@ -481,7 +482,7 @@ def main():
         args.model = save_random_init(args.config, folder, args.seed, args.device)
         model_name = f"{args.config} (random init, tiny tokenizer)"
     load_started = time.time()
-    policy = rollout.load_policy(model_path(args.model, args.seed), PolicyArgs(
+    policy = rollout.load_policy((tiny.build(args.model, args.seed) if args.model in tiny.EMBEDDED else args.model), PolicyArgs(
         bf16=args.bf16, qlora=args.qlora, gradient_checkpointing=args.gradient_checkpointing, temperature=1.0,
         lora_r=16, lora_alpha=32),  # the setting bench/results/speed/ was measured with
         seed=args.seed, device=args.device)

@@ -50,11 +50,11 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import qwen_offline  # noqa: E402
+from support import qwen_offline  # noqa: E402
 import seeupo  # noqa: E402
 from rollout import Policy, Remembered, load_policy, turn_samples  # noqa: E402
 from speed import mib, peak_memory, scripted_episodes  # noqa: E402
-from tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from support.tiny import TINY_QWEN_CONFIG, tiny_model, tiny_tokenizer  # noqa: E402
 
 ROWS_PER_CHUNK = 2**24  # elements of one [rows, V] float32 chunk: 64 MiB (110 rows at V = 151,936)
 
@@ -234,7 +234,7 @@ def main():
            f"time = median of {args.repeats} (wall, and CPU seconds of this process: 2 threads)", ""]
     print("\n".join(out), flush=True)
     for model in args.models:
-        folder = qwen_offline.build(os.path.join(tempfile.mkdtemp(), "tiny-qwen"), args.seed) if model == "tiny-qwen" \
+        folder = qwen_offline.build(os.path.join(tempfile.mkdtemp(), "tiny-qwen"), args.seed, TINY_QWEN_CONFIG) if model == "tiny-qwen" \
             else tiny_folder(args.seed)  # random init: memory and time do not depend on the values
         policy = load_policy(folder, seed=args.seed)
         with torch.no_grad():  # a trained adapter is not zero (a new one's B is): gradients reach every LoRA matrix

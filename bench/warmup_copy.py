@@ -24,8 +24,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
-import tiny  # noqa: E402
-import user_env  # noqa: E402
+from support import tiny  # noqa: E402
+from support import user_env  # noqa: E402
 from bench.seeds import cpu_model  # noqa: E402
 
 EXAMPLE = dict(spec="examples/lookup_trl.py:LookupTRL", tasks="examples/lookup_trl.jsonl",

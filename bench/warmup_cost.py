@@ -1,6 +1,6 @@
 """What one warm-up step of tiny.py's build costs at the real vocabulary: tiny (V = 233) vs tiny-qwen
 (V = 151,936), with the log-softmax over every column on every row: Policy._score before issue 28 (bench/
-vocab_memory.py's full_logits) and today's. (This is why qwen_offline.warm_up pays only the shown tokens' columns.)
+vocab_memory.py's full_logits) and today's. (This is why tiny.warm_up_qwen pays only the shown tokens' columns.)
 
     python bench/warmup_cost.py          # writes bench/results/warmup_cost.md (a few minutes on 2 CPU cores)
 
@@ -33,11 +33,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
-import qwen_offline  # noqa: E402
+from support import qwen_offline  # noqa: E402
 from rollout import Actions, Policy, SamplingArgs, rollout  # noqa: E402
 from seeupo import ALL_TURNS, TurnSample  # noqa: E402
 from speed import mib, peak_memory  # noqa: E402
-from tiny import TINY_WARMUP, ScriptedPolicy, tiny_model, tiny_tokenizer  # noqa: E402
+from support.tiny import TINY_QWEN_CONFIG, TINY_WARMUP, ScriptedPolicy, tiny_model, tiny_tokenizer  # noqa: E402
 from vocab_memory import use  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def main():
             tokenizer = tiny_tokenizer(args.seed)
             model = tiny_model(tokenizer, args.seed)
         else:
-            folder = qwen_offline.build(os.path.join(tempfile.mkdtemp(), "tiny-qwen"), args.seed)  # random init
+            folder = qwen_offline.build(os.path.join(tempfile.mkdtemp(), "tiny-qwen"), args.seed, TINY_QWEN_CONFIG)  # random init
             tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
         policy = Policy(model, tokenizer, chat_kwargs={"enable_thinking": False})
         optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP["lr"])

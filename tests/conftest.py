@@ -92,7 +92,7 @@ def tiny_default():
     """The folder of the warmed-up default tiny model of seed 0 (what train.py's --model tiny loads), built in this
     process at its two threads if the cache lacks it (~2.5 min): train.py runs started side by side would each
     build it, at two threads each on two cores (it once took 15 min of a fresh clone's suite that way)."""
-    import tiny
+    from support import tiny
     return tiny.build_tiny(0)
 
 
@@ -100,8 +100,8 @@ def tiny_default():
 def qwen_folder(tmp_path_factory):
     """A random-init tiny-qwen folder (Qwen's tokenizer, the Qwen3 template, V = 151,936), built once a session
     (about 4 s, 3 of them the tokenizer): the tests of the real-vocabulary path need no warm-up."""
-    import qwen_offline
-    return qwen_offline.build(tmp_path_factory.mktemp("tiny-qwen"), seed=0)
+    from support import qwen_offline, tiny
+    return qwen_offline.build(tmp_path_factory.mktemp("tiny-qwen"), 0, tiny.TINY_QWEN_CONFIG)
 
 
 @pytest.fixture

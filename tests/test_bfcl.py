@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 
-import bfcl
-import bfcl_calls
+from support import bfcl
+from support import bfcl_calls
 from rollout import SamplingArgs, rollout
-from tiny import ScriptedPolicy, tiny_tokenizer
+from support.tiny import ScriptedPolicy, tiny_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNSOLVABLE = {"multi_turn_miss_func_49"}  # BFCL's ground truth calls a withheld tool (tail) before it is offered
@@ -312,7 +312,7 @@ def test_episodes_through_the_real_rollout_with_qwens_tokenizer(qwen_folder, thi
 
 
 def test_without_the_package_a_one_line_error_names_the_install_command():
-    code = "import sys; sys.modules['bfcl_eval'] = None; import envs; envs.make_env('bfcl')"
+    code = "import sys; sys.modules['bfcl_eval'] = None; from support.bfcl import BfclEnv; BfclEnv()"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "error: --env bfcl needs the BFCL package: pip install --no-deps bfcl-eval==2026.3.23 mpmath==1.3.0"]

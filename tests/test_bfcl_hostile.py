@@ -21,8 +21,8 @@ import pytest
 pytest.importorskip("bfcl_eval", reason="needs: pip install --no-deps bfcl-eval==2026.3.23 mpmath==1.3.0")
 import mpmath  # noqa: E402  (installed with bfcl-eval)
 
-import bfcl  # noqa: E402
-import bfcl_calls  # noqa: E402
+from support import bfcl  # noqa: E402
+from support import bfcl_calls  # noqa: E402
 
 SECONDS = 2.0  # every step must end within this here: the guard stops calls after 1 s, the rest is margin
 MODULES = sorted({bfcl_calls.CLASS_FILE_PATH_MAPPING[c] for category in bfcl.CATEGORIES

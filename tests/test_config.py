@@ -12,7 +12,7 @@ import yaml
 import eval as evaluation
 import seeupo
 import train
-import train_io
+from support import run_files
 from conftest import ROOT, SMALL, finish_train, records, run_train, start_train
 from rollout import PolicyArgs
 
@@ -128,13 +128,13 @@ def test_a_missing_tracker_package_is_one_line_naming_the_install(monkeypatch, t
 
 def test_trackers_get_the_metrics_lines_numbers_flat():
     record = {"step": 3, "reward_mean": 0.5, "episodes": 16, "task": "text", "turn_stats": {"0": {"kl": 0.1, "n": 8}}}
-    assert train_io.numbers(record) == {"reward_mean": 0.5, "episodes": 16, "turn_stats/0/kl": 0.1, "turn_stats/0/n": 8}
+    assert run_files.numbers(record) == {"reward_mean": 0.5, "episodes": 16, "turn_stats/0/kl": 0.1, "turn_stats/0/n": 8}
 
 
 def test_eval_json_is_the_printed_table(tmp_path, capsys):
     """A random-init tiny model and its untrained (zero) adapter: both columns, the same numbers."""
     from rollout import load_policy
-    from tiny import tiny_model, tiny_tokenizer
+    from support.tiny import tiny_model, tiny_tokenizer
     model, adapter, out = tmp_path / "model", tmp_path / "adapter", tmp_path / "eval.json"
     tokenizer = tiny_tokenizer(0)
     tiny_model(tokenizer, 0).save_pretrained(model)
@@ -155,7 +155,7 @@ def test_eval_qlora_scores_a_4bit_base_and_the_adapter_of_a_qlora_run(tmp_path, 
     """eval.py --qlora loads the base in 4 bits (NF4) and the adapter a --qlora run saved onto it: both columns."""
     import bitsandbytes
     from rollout import load_policy
-    from tiny import tiny_model, tiny_tokenizer
+    from support.tiny import tiny_model, tiny_tokenizer
     model, adapter = tmp_path / "model", tmp_path / "adapter"
     tokenizer = tiny_tokenizer(0)
     tiny_model(tokenizer, 0).save_pretrained(model)
@@ -192,4 +192,4 @@ def test_a_run_from_a_config_file_reports_to_tensorboard_and_repeats_from_its_ar
     strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in records(out)] for out in (first, again)]
     assert strip[0] == strip[1] and not os.path.exists(os.path.join(again, "seeupo"))
     held = set(json.load(open(os.path.join(first, "args.json"))))
-    assert {f.name for f in fields(train.Args)} | train_io.RECORD_ONLY == held  # the flags, and the resumes record
+    assert {f.name for f in fields(train.Args)} | run_files.RECORD_ONLY == held  # the flags, and the resumes record

@@ -185,5 +185,5 @@ def test_episodes_never_share_state():
 
 
 def test_unknown_env_is_a_one_line_error():
-    with pytest.raises(SystemExit, match="unknown env .nope.; choose one of lookup, guess, relay, bfcl"):
+    with pytest.raises(SystemExit, match="unknown env .nope.; choose one of lookup, guess, relay"):
         envs.make_env("nope")

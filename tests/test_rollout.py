@@ -10,7 +10,7 @@ from conftest import one_step
 from rollout import (Policy, PolicyArgs, Remembered, SamplingArgs, load_policy, render_prompt, render_reply,
                      rollout, turn_samples)
 from seeupo import grae_advantages, sweep
-from tiny import ScriptedPolicy, tiny_model, tiny_tokenizer
+from support.tiny import ScriptedPolicy, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import seeupo
 from conftest import one_step
 from seeupo import (TurnSample, clip_fractions, correction_update, grae_advantages, grpo_loss,
                     gspo_loss, kl_k3, sequence_log_ratio, sweep, turn_order)
-from sweep_plumbing import micro_batches
+from support.sweep_tools import micro_batches
 from tabular import TURNS, Tabular, train_tabular
 
 

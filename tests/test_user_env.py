@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-import bfcl_calls
+from support import bfcl_calls
 import envs
-import user_env
+from support import loaded_env, user_env
 from conftest import LOOKUP_TRL, LOOKUP_TRL_TASKS, ROOT, SMALL, records, run_train
 
 LIMIT = 0.3  # tool_seconds in these tests: a stopped call ends well within SECONDS
@@ -159,7 +159,7 @@ def spy(tmp_path):
     tasks = rows_file(str(tmp_path), [{"prompt": [{"role": "user", "content": f"Count {t}"}], "topic": t,
                                        "split": s} for t, s in [("apples", "train"), ("pears", "test")]])
     loaded = user_env.load_env(f"{path}:Spy", tasks=tasks, max_turns=8, tool_seconds=LIMIT, max_tool_output=100)
-    return loaded, user_env._module_from_file(os.path.realpath(path))
+    return loaded, loaded_env._module_from_file(os.path.realpath(path))
 
 
 def process_state():
@@ -309,7 +309,7 @@ def test_files_modules_and_a_separate_test_file(tmp_path):
 
 # ----------------------------------------------------------------------------- examples/lookup_trl.py
 def test_lookup_trl_tasks_file_is_what_its_script_writes_with_lookups_held_out_rule(tmp_path):
-    make_tasks = user_env.load_object(f"{LOOKUP_TRL}:make_tasks", "test")
+    make_tasks = loaded_env.load_object(f"{LOOKUP_TRL}:make_tasks", "test")
     assert make_tasks(str(tmp_path / "t.jsonl")) == 1024
     assert (tmp_path / "t.jsonl").read_text() == open(LOOKUP_TRL_TASKS).read()
     loaded = lookup()
@@ -323,7 +323,7 @@ def test_lookup_trl_tasks_file_is_what_its_script_writes_with_lookups_held_out_r
 def test_lookup_trl_tools_are_get_json_schemas_with_the_docstrings_enum():
     from transformers.utils import get_json_schema
     env = lookup().factory()
-    cls = user_env.load_object(f"{LOOKUP_TRL}:LookupTRL", "test")
+    cls = loaded_env.load_object(f"{LOOKUP_TRL}:LookupTRL", "test")
     assert env.tools == [get_json_schema(cls().answer), get_json_schema(cls().get)]
     get = env.tools[1]["function"]
     assert get["name"] == "get" and get["parameters"]["properties"]["locker"]["enum"] == ["A", "B", "C", "D"]
@@ -469,7 +469,7 @@ def test_the_reward_is_called_the_trl_way(tmp_path):
     env.reset(loaded.train_tasks[0])
     step(env, "Let me tick." + call("tick", k=2))
     reply, done, reward, info = step(env, "Done: 2.")
-    seen = user_env._module_from_file(os.path.realpath(path)).SEEN[-1]
+    seen = loaded_env._module_from_file(os.path.realpath(path)).SEEN[-1]
     assert done and reward == 3.0 and info == {"success": True}
     assert seen["prompts"] == [ROW["prompt"]] and seen["environments"] == [env.instance] and seen["level"] == [3]
     assert seen["completions"] == [[
@@ -484,7 +484,7 @@ def test_the_rollout_loop_plays_it_through_the_tiny_template_with_its_call_token
     """rollout.rollout() with the tiny tokenizer and the tokens lookup_trl's tiny model adds: the tools one line each,
     a call in 6 tokens that decode to its text, new embeddings the mean of their pieces', the perfect policy paid 1."""
     import torch
-    import tiny
+    from support import tiny
     from rollout import SamplingArgs, rollout
     loaded, tokenizer = lookup(), tiny.tiny_tokenizer(0)
     model, get_c = tiny.tiny_model(tokenizer, 0), call("get", locker="C")
@@ -519,7 +519,7 @@ def test_the_rollout_loop_plays_it_through_the_tiny_template_with_its_call_token
 
 
 def test_one_function_resolves_a_built_in_and_a_class_of_yours_with_one_line_per_problem():
-    from user_env import EnvArgs, resolve_env
+    from support.user_env import EnvArgs, resolve_env
     built_in = resolve_env(EnvArgs(env="relay", max_turns=3))
     assert (built_in.name, built_in.factory().max_turns, built_in.digest) == ("relay", 3, "")
     assert built_in.train_tasks == envs.RelayEnv.tasks("train") and built_in.test_tasks == envs.RelayEnv.tasks("test")
@@ -538,7 +538,7 @@ def test_one_function_resolves_a_built_in_and_a_class_of_yours_with_one_line_per
 def test_a_call_that_cannot_fit_in_max_new_tokens_is_one_line_naming_the_flag():
     """The default tokenizer spells lookup_trl's get call in 63 tokens: a turn of 16 cannot hold one."""
     from rollout import Policy, SamplingArgs, check_context
-    from tiny import tiny_tokenizer
+    from support.tiny import tiny_tokenizer
     loaded, policy = lookup(), Policy(None, tiny_tokenizer(0))
     with pytest.raises(SystemExit) as e:
         check_context(policy, loaded.factory(), loaded.train_tasks[0], SamplingArgs())
@@ -665,7 +665,7 @@ def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_score
     """tests/counter_trl.py (a TRL-style class of its own make: its tasks file, its reward function) trains two steps
     with --model tiny (whose warm-up on it is built once, cached under its digest) through train.py; its private
     methods never run; eval.py on the adapter gives the held-out numbers train.py logged, base and adapter."""
-    import tiny
+    from support import tiny
     import train
     out, log = str(tmp_path / "run"), tmp_path / "private.log"
     monkeypatch.setenv("COUNTER_TRL_LOG", str(log))  # the build below, train.py and eval.py alike

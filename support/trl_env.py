@@ -44,8 +44,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Callable
 
-from bfcl_calls import Stopped, guarded, parse_calls
-from user_env import LoadedEnv, digest, fail, is_message, load_object, one_line
+from support.bfcl_calls import Stopped, guarded, parse_calls
+from support.loaded_env import LoadedEnv, digest, fail, is_message, load_object, one_line
 
 DEFAULT_MAX_TURNS = 8    # policy turns of a TRL-style episode, unless the class or --max_turns says otherwise
 TOOL_SECONDS = 5.0       # wall clock for all the calls of one message (bfcl_calls.guarded stops them)
@@ -177,7 +177,7 @@ def load_trl(cls, tasks, test_tasks, reward, max_turns=0, success_at=SUCCESS_AT,
                      train=[{"id": f"{label}-train-{i}", "row": r} for i, (_, r) in enumerate(train)],
                      test=[{"id": f"{label}-test-{i}", "row": r} for i, (_, r) in enumerate(test)])
     return LoadedEnv(label, functools.partial(TrlEnv, setup), setup.train, setup.test,
-                     digest(cls, setup.max_turns, setup.train, setup.test))
+                     digest([cls, TrlEnv, parse_calls], setup.max_turns, setup.train, setup.test))
 
 
 def _reset_columns(row):

@@ -13,55 +13,28 @@ Two kinds of class, told apart by their shape (docs/environments.md: examples an
   reward function or a `get_reward` method: trl_env.py checks it and plays it through this project's interface.
 
 How it connects: train.Args and eval.EvalArgs inherit EnvArgs (the flags that name the environment), and both
-call resolve_env(), which gives the same LoadedEnv for a built-in name (envs.make_env) and for a class of yours
-(load_env); they hand loaded.factory to rollout.rollout(). With --model tiny, tiny.model_path(..., loaded) warms
-the tiny model up on your class's random_action() once, cached under loaded.digest.
+call resolve_env(), which gives the same LoadedEnv for a toy environment (envs.ENVS), for BFCL (support/bfcl.py)
+and for a class of yours (load_env); they hand loaded.factory to rollout.rollout(). With --model tiny,
+tiny.build("tiny", seed, loaded) warms the tiny model up on your class's random_action() once, cached under
+loaded.digest. The helpers this file shares with trl_env.py are in loaded_env.py.
 """
 
 import functools
-import hashlib
-import importlib
-import importlib.util
 import inspect
-import json
-import os
-import re
-import sys
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Literal
 
 import envs
 from seeupo import knob
-
-
-def fail(message):
-    raise SystemExit(f"error: {message}")
-
-
-def one_line(error, limit=200):
-    """An exception as one short line: its type, and the first line of its text."""
-    try:
-        text = str(error).strip().splitlines()
-    except Exception:  # a broken __str__
-        text = []
-    line = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-    return line if len(line) <= limit else line[:limit] + "..."
-
-
-class LoadedEnv(NamedTuple):
-    """What the training loop needs from --env FILE.py:Class."""
-    name: str           # the environment's name (logs, transcripts)
-    factory: Callable   # factory() -> a fresh environment for one episode
-    train_tasks: list   # plain JSON dicts, each with a unique "id"
-    test_tasks: list
-    digest: str         # a hash of all that shapes its episodes (code, tasks): the tiny model's cache key ("" for
-    #                     a built-in environment: the default tiny model, warmed up on envs.ENVS, plays it)
+from support import bfcl
+from support.loaded_env import LoadedEnv, digest, fail, is_message, load_object, one_line
+from support.trl_env import load_trl
 
 
 @dataclass
 class EnvArgs:
     """The flags that name the environment (train.Args and eval.EvalArgs inherit them; resolve_env reads them)."""
-    env: str = knob("lookup", f"environment: {', '.join(envs.ENV_NAMES)} (bfcl: see README, needs bfcl-eval), or a "
+    env: str = knob("lookup", f"environment: {', '.join(envs.ENVS)}, bfcl (docs/bfcl.md, needs bfcl-eval), or a "
                               "class of yours, FILE.py:Class or package.module:Class (docs/environments.md)")
     tasks: str = knob("", "a TRL-style --env class's tasks, FILE.jsonl: a row per task, a `prompt` and reset()'s "
                           "columns, `split` train or test")
@@ -71,13 +44,15 @@ class EnvArgs:
     max_turns: int = knob(0, "policy turns per episode (0: the environment's own limit)")
     max_tool_output: int = knob(2000, "BFCL and TRL-style classes: tool outputs longer than this many characters are "
                                       "truncated, marked")
+    bfcl_category: Literal[bfcl.CATEGORIES] = knob("multi_turn_base", "BFCL v4 category to train on")
+    bfcl_dense: bool = knob(False, "BFCL: reward = fraction of leading user turns that pass (eval stays binary)")
 
 
-def resolve_env(args, need_random_action=False, **builtin):
-    """What --env names, as one LoadedEnv for both kinds: a built-in environment (envs.make_env; `builtin`: what
-    its class takes besides max_turns, e.g. BFCL's category) or a class of yours (load_env). args: EnvArgs (or
-    train.Args, eval.EvalArgs). need_random_action: --model tiny (its warm-up plays random actions). Every problem
-    stops here in one line, before any model is loaded."""
+def resolve_env(args, need_random_action=False):
+    """What --env names, as one LoadedEnv for every kind: a toy environment (envs.ENVS), BFCL (its category and
+    reward from --bfcl_category and --bfcl_dense) or a class of yours (load_env). args: EnvArgs (or train.Args,
+    eval.EvalArgs). need_random_action: --model tiny (its warm-up plays random actions). Every problem stops here in
+    one line, before any model is loaded."""
     if args.tasks.strip().isdigit():
         fail(f"--tasks names a tasks file, FILE.jsonl (of a TRL-style --env class); the number of held-out tasks "
              f"is --eval_tasks {args.tasks.strip()}")
@@ -93,66 +68,13 @@ def resolve_env(args, need_random_action=False, **builtin):
         if getattr(args, flag):
             fail(f"--{flag} is for a TRL-style class (--env FILE.py:Class); --env {args.env} has its own tasks and "
                  f"reward")
-    factory = functools.partial(envs.make_env, args.env, **builtin, **kwargs)
+    if args.env == "bfcl":
+        factory = functools.partial(bfcl.BfclEnv, category=args.bfcl_category, dense_reward=args.bfcl_dense,
+                                    max_tool_output=args.max_tool_output, **kwargs)
+    else:
+        factory = functools.partial(envs.make_env, args.env, **kwargs)
     env = factory()
     return LoadedEnv(env.name, factory, env.tasks("train"), env.tasks("test"), "")  # no digest: the default tiny
-
-
-def digest(cls, *parts):
-    """A hash of the class's module source, this file's and trl_env.py's (which plays TRL-style episodes), and the
-    parts (the tasks, ...)."""
-    try:
-        sources = [inspect.getsource(inspect.getmodule(cls))]
-    except (OSError, TypeError):  # no source (a compiled module): its name stands in
-        sources = [f"{cls.__module__}.{cls.__qualname__}"]
-    for name in ("user_env.py", "trl_env.py"):
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), name), encoding="utf-8") as f:
-            sources.append(f.read())
-    text = json.dumps([*sources, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-
-
-# ----------------------------------------------------------------------------- FILE.py:Name, package.module:Name
-@functools.lru_cache(maxsize=None)
-def _module_from_file(path):
-    """A Python file as a module, loaded once per file (a class and a reward from one file share it), under a
-    name of its own (a user's envs.py must not replace this project's); its folder goes at the end of sys.path
-    for its own imports (at the end: its files must not hide this project's modules)."""
-    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-    name = f"user_{stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look classes up here
-    folder = os.path.dirname(path)
-    if folder not in sys.path:
-        sys.path.append(folder)
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]  # no half-run module left behind
-        raise
-    return module
-
-
-def load_object(spec, flag):
-    """The object a `FILE.py:Name` or `package.module:Name` names; else one line naming what is wrong."""
-    where, colon, name = spec.rpartition(":")
-    if not colon or not where or not name.isidentifier():
-        fail(f"{flag} {spec!r}: give FILE.py:Name or package.module:Name")
-    try:
-        if where.endswith(".py") or "/" in where or os.sep in where:
-            if not os.path.isfile(where):
-                fail(f"{flag} {spec}: no file {where}")
-            module = _module_from_file(os.path.realpath(where))
-        else:
-            module = importlib.import_module(where)
-    except SystemExit:
-        raise
-    except Exception as e:  # ModuleNotFoundError, a SyntaxError or any error while the user's file runs
-        fail(f"{flag} {spec}: importing {where} failed ({one_line(e)})")
-    if not hasattr(module, name):
-        fail(f"{flag} {spec}: {where} defines no {name}")
-    return getattr(module, name)
 
 
 def load_env(spec, tasks=None, test_tasks=None, reward=None, max_turns=0, need_random_action=False, **trl_options):
@@ -174,7 +96,6 @@ def load_env(spec, tasks=None, test_tasks=None, reward=None, max_turns=0, need_r
                      f"tasks come from {cls.__name__}.tasks(split) and its reward from step()")
         return _project_env(cls, max_turns, need_random_action)
     if callable(getattr(cls, "reset", None)):
-        from trl_env import load_trl  # it imports this file's helpers
         return load_trl(cls, tasks, test_tasks, reward, max_turns, **trl_options)
     fail(f"--env {spec}: {cls.__name__} has neither step() (this project's interface, envs.py's top) nor reset() "
          f"(a TRL environment_factory class)")
@@ -244,8 +165,4 @@ def _project_env(cls, max_turns, need_random_action):
             and isinstance(out[1], bool) and isinstance(out[2], (int, float)) and isinstance(out[3], dict)):
         fail(f"{label}.step(text) must return (reply messages, done, reward, info), not {str(out)[:80]!r}")
     return LoadedEnv(getattr(env, "name", label), factory, splits["train"], splits["test"],
-                     digest(cls, kwargs, splits))
-
-
-def is_message(m):
-    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                     digest([cls], kwargs, splits))

@@ -5,7 +5,7 @@ long_context) are 200 scenarios each: a user asks for something over 1-8 user tu
 simulated backends (a file system, a trading bot, a travel agency, ...) through ~28 tools. This file plays
 them through the interface of envs.py, so rollout.py and train.py need nothing special:
 
-    env = BfclEnv(category="multi_turn_base")      # envs.make_env("bfcl", ...) builds it
+    env = BfclEnv(category="multi_turn_base")      # user_env.resolve_env builds it for --env bfcl
     messages = env.reset(task)                      # the first user turn; env.tools: the tools offered now
     reply, done, reward, info = env.step(text)      # text: one assistant message, as decoded
 
@@ -47,8 +47,7 @@ import random
 import time
 from importlib import resources
 
-import envs
-from bfcl_calls import STEP_SECONDS, Backends, Stopped, canonical, guarded, parse_calls, python_calls, too_costly
+from support.bfcl_calls import STEP_SECONDS, Backends, Stopped, canonical, guarded, parse_calls, python_calls, too_costly
 
 try:  # only these modules: bfcl_eval.utils and the eval config create folders inside site-packages
     import mpmath  # noqa: F401  (bfcl_calls.py uses it; installed with bfcl-eval)
@@ -61,7 +60,7 @@ except ImportError:
     state_checker = None
 
 INSTALL = "pip install --no-deps bfcl-eval==2026.3.23 mpmath==1.3.0"
-CATEGORIES = envs.BFCL_CATEGORIES
+CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
 HELD_OUT_EVERY = 5      # scenario i is a test task when i % 5 == 0
 DEFAULT_MAX_TURNS = 32  # room for 4 messages in each user turn of the longest tasks (8 user turns)
 CALL_FORMAT = 'call a tool as <tool_call>\n{"name": "<tool>", "arguments": {...}}\n</tool_call>'

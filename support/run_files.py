@@ -25,6 +25,7 @@ import yaml
 from transformers import HfArgumentParser
 
 import seeupo
+from support.plots import plot_runs
 
 # the tracker packages that --report_to needs (tensorboard is in requirements.txt)
 TRACKERS = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
@@ -184,7 +185,6 @@ class Run:
             policy.model.save_pretrained(os.path.join(self.out, "adapter"))
             print(f"held-out success {held_out:.3f}; adapter in {os.path.join(self.out, 'adapter')}")
             if plot:
-                from eval import plot_runs
                 print(f"plot: {plot_runs({'': [self.out]}, os.path.join(self.out, 'plot.png'))}")
         self.accelerator.end_training()
 
