@@ -1,6 +1,6 @@
-"""SeeUPO, the algorithm (arXiv 2602.06554; restated in docs/algorithm.md), and nothing else: the mechanics of a
-training step (micro-batches by token budget, sums over processes, the non-finite guard) and the recorder of its
-statistics are in support/sweep_tools.py.
+"""SeeUPO, the algorithm (arXiv 2602.06554; restated in docs/algorithm.md), and nothing else: the mechanics of
+a training step (micro-batches by token budget, sums over processes, the non-finite guard) and the recorder of
+its statistics are in support/sweep_tools.py.
 
   SweepConfig        the method, knob by knob; ALGOS: the presets --algo names
   grae_advantages    A_j = R_j - baseline (the group's mean, or the mean of the others), optional group-std
@@ -8,24 +8,26 @@ statistics are in support/sweep_tools.py.
   the per-sample losses: gspo_loss (sequence-level clip, SeeUPO's), grpo_loss (token-level PPO-clip),
                      reinforce_loss; clip_fractions (where each loss's clip took the gradient away); kl_k3
   correction_update  r_j = clip(s_j), M_j <- clip(M_j r_j): the HAML/HAPPO-style correction
-  turn_order         the order of the sweep: reverse (SeeUPO), sequential, or random (the same on every process)
+  turn_order         the order of the sweep: reverse (SeeUPO), sequential, or random (the same on every
+                     process)
   sweep              ONE training step: the per-turn sweep with the correction M_j, or all turns at once; its
                      optimizer steps (zero_grad, backward, the sum over processes, clip, step) written out
 
 A method is three orthogonal choices: the SCHEDULE -- "sweep", turn by turn in an order, with or without the
 correction, or "all", every turn in one update -- the per-sample LOSS -- "gspo", "grpo" or "reinforce" -- and
-GRAE's BASELINE -- "mean" or "loo". ALGOS names the four presets people use (seeupo = sweep + gspo; gspo, grpo
-= all turns at once with that loss; reinforce = all turns, REINFORCE, leave-one-out); any knob given explicitly
-wins over its preset, so the token-level sweep is SweepConfig(loss="grpo").
+GRAE's BASELINE -- "mean" or "loo". ALGOS names the four presets people use (seeupo = sweep + gspo; gspo,
+grpo = all turns at once with that loss; reinforce = all turns, REINFORCE, leave-one-out); any knob given
+explicitly wins over its preset, so the token-level sweep is SweepConfig(loss="grpo").
 
 The sweep never sees a model. It reaches the policy through one callable,
 
-    logprob_fn(samples: list[TurnSample], reference: bool = False) -> (token_logprobs [B, A], action_mask [B, A])
+    logprob_fn(samples: list[TurnSample], reference: bool = False)
+        -> (token_logprobs [B, A], action_mask [B, A])
 
 that returns, for each sample, the log-probs of its action tokens under the current policy (or, with
 reference=True, under the reference policy), left-aligned in a float tensor with a bool mask.
-`rollout.Policy.turn_logprobs` implements it for an LLM (turn t's forward runs on the prefix up to the end of
-turn t only); `tabular.Tabular` for a tabular softmax policy. train.py builds SweepConfig from its flags.
+`rollout.Policy.turn_logprobs` implements it for an LLM (turn t's forward runs on the prefix up to the end
+of turn t only); `tabular.Tabular` for a tabular softmax policy. train.py builds SweepConfig from its flags.
 """
 
 import random

@@ -1,6 +1,6 @@
 """`lookup` (envs.LookupEnv) written the TRL way: an environment class, a reward function and a tasks file, as for
 TRL's `GRPOTrainer(environment_factory=LookupTRL, reward_funcs=reward, train_dataset=...)`. Nothing here imports
-this project; user_env.py plays it (docs/environments.md):
+this project; support/user_env.py plays it (docs/environments.md):
 
     python examples/lookup_trl.py                   # writes examples/lookup_trl.jsonl (the tasks)
     accelerate launch train.py --env examples/lookup_trl.py:LookupTRL --tasks examples/lookup_trl.jsonl \\
