@@ -52,8 +52,8 @@ def user(text):
 
 
 def drawn_tasks(name, draw, split, n=None, seed=0):
-    """Tasks drawn one by one from a generator seeded by (name, seed), each kept in the split its held-out rule
-    names, until the split has n (train 2000, test 200): draw(rng) -> (task fields, held_out)."""
+    """Tasks drawn one by one from a generator seeded by (name, seed), each kept in the split its held-out
+    rule names, until the split has n (train 2000, test 200): draw(rng) -> (task fields, held_out)."""
     rng, out = random.Random(f"{name}-{seed}"), []
     while len(out) < (n or {"train": 2000, "test": 200}[split]):
         fields, held_out = draw(rng)
@@ -81,13 +81,15 @@ class LookupEnv:
         def draw(rng):
             codes = {k: rng.randrange(LookupEnv.codes) for k in LookupEnv.lockers}
             ask = rng.choice(LookupEnv.lockers)
-            held_out = (LookupEnv.lockers.index(ask) + codes[ask]) % 4 == 0  # 4 of the 16 (locker, code) pairs
+            # 4 of the 16 (locker, code) pairs
+            held_out = (LookupEnv.lockers.index(ask) + codes[ask]) % 4 == 0
             return {"codes": codes, "ask": ask}, held_out
         return drawn_tasks("lookup", draw, split, n, seed)
 
     def reset(self, task):
         self.task, self.turn, self.opened = task, 0, set()
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": f"Code of {task['ask']}?"}]
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": f"Code of {task['ask']}?"}]
 
     def step(self, text):
         self.turn += 1
@@ -110,8 +112,10 @@ class LookupEnv:
         return user(reply), True, 0.5 * (ask in self.opened) + 0.5 * win, {**info, "success": win}
 
     def random_action(self, rng):
-        """A well-formed action of the protocol with a uniformly random argument (the tiny model's warm-up)."""
-        return f"get({rng.choice(self.lockers)})" if self.turn == 0 else f"answer({rng.randrange(self.codes)})"
+        """A well-formed action of the protocol with a uniformly random argument (the tiny model's
+        warm-up)."""
+        return (f"get({rng.choice(self.lockers)})" if self.turn == 0
+                else f"answer({rng.randrange(self.codes)})")
 
     def oracle_action(self):
         """The optimal policy (it peeks at the task): open the asked locker, then answer its code."""
@@ -210,7 +214,8 @@ class RelayEnv:
         a, b, right = self.task["forks"][self.passed]
         call = CALL.match(text)
         if not call or call.group(1) != "open" or call.group(2) not in (str(a), str(b)):
-            return user("bad call; use open(N) with a door offered"), True, 0.0, {"malformed": True, "success": False}
+            return (user("bad call; use open(N) with a door offered"), True, 0.0,
+                    {"malformed": True, "success": False})
         door = int(call.group(2))
         if door != (a, b)[right]:
             return user(f"{door}: dead end"), True, 0.0, {"success": False}
@@ -233,11 +238,13 @@ class RelayEnv:
     optimal_success = 1.0
 
 
-ENVS = {"lookup": LookupEnv, "guess": GuessEnv, "relay": RelayEnv}  # the toy environments (the tiny model warms up on these)
+# the toy environments (the tiny model warms up on these)
+ENVS = {"lookup": LookupEnv, "guess": GuessEnv, "relay": RelayEnv}
 
 
 def make_env(name, **kwargs):
-    """A fresh toy environment for one episode (--env bfcl and classes of yours: support/user_env.resolve_env)."""
+    """A fresh toy environment for one episode (--env bfcl and classes of yours:
+    support/user_env.resolve_env)."""
     if name not in ENVS:
         raise SystemExit(f"error: unknown env '{name}'; choose one of {', '.join(ENVS)}")
     return ENVS[name](**kwargs)

@@ -5,7 +5,7 @@ and transcripts of episodes.
     python eval.py --adapter runs/default/adapter --show 2     # ...and two held-out episodes of each
     python eval.py --env bfcl --adapter DIR/adapter            # per BFCL category + the multi-turn mean
     python eval.py --env my_env.py:MyEnv --tasks tasks.jsonl --reward my_env.py:reward --adapter DIR/adapter
-                                                               # a class of yours, with train.py's flags for it
+                                                               # a class of yours (train.py's flags for it)
     python eval.py --adapter runs/default/adapter --json eval.json   # ...and the table as JSON, for scripts
     python eval.py --plot runs/default                         # runs/default/plot.png (support/plots.py)
 
@@ -37,8 +37,9 @@ from support.user_env import EnvArgs, resolve_env
 def evaluate(policy, env_factory, tasks, samples, sampling, seed=0, reference=False):
     """Per-task success counts over `samples` episodes each, and the episodes (for transcripts).
     env_factory() returns a fresh environment, as rollout() takes it; seed: the run's --seed."""
-    torch.manual_seed(seed + 1)  # the same draws for every evaluation (curves compare like with like), and not
-    # step 0's training draws (train.step_seeds: seed * 1_000_003 + rank)
+    # the same draws for every evaluation (curves compare like with like), and not step 0's training draws
+    # (train.step_seeds: seed * 1_000_003 + rank)
+    torch.manual_seed(seed + 1)
     episodes = rollout(policy, env_factory, tasks, samples, sampling, reference=reference)
     counts = [0] * len(tasks)
     for e in episodes:
@@ -70,23 +71,26 @@ def transcript(episode, tokenizer, color=False):
     parts.append(tokenizer.decode(ids[last:]))
     flags = [f"{n} {what}" for n, what in [(episode.malformed, "malformed turns"),
                                             (episode.unterminated, "unterminated turns")] if n]
-    end = f"\n[ended: {episode.outcome}] reward {episode.reward:g}, {'success' if episode.success else 'failure'}"
+    end = (f"\n[ended: {episode.outcome}] reward {episode.reward:g}, "
+           f"{'success' if episode.success else 'failure'}")
     return "".join(parts) + end + (f" ({', '.join(flags)})" if flags else "")
 
 
+# --temperature, --qlora, --max_context, --env, ...: as train.py's
 @dataclass
-class EvalArgs(SamplingArgs, PolicyArgs, EnvArgs):  # --temperature, --qlora, --max_context, --env, ...: as train.py's
+class EvalArgs(SamplingArgs, PolicyArgs, EnvArgs):
     model: str = knob("tiny", "base model: tiny, tiny-qwen, a Hub name or a local folder")
     adapter: str = knob("", "a saved adapter folder (train.py's OUT/adapter)")
     eval_tasks: int = knob(200, "held-out tasks to evaluate (the first N of the test split)")
     samples: int = knob(4, "episodes per task")
     k: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "pass@k for these k (<= samples)"})
-    categories: list[str] = field(default_factory=lambda: list(bfcl.CATEGORIES), metadata={"help": "BFCL categories"})
+    categories: list[str] = field(default_factory=lambda: list(bfcl.CATEGORIES),
+                                  metadata={"help": "BFCL categories"})
     seed: int = knob(0, "seed of the tiny model and of the sampling")
     show: int = knob(0, "print this many held-out episodes of each policy")
     plot: str = knob("", "plot this run folder's metrics.jsonl to DIR/plot.png, and stop")
-    json: str = knob("", "also write the table as JSON to this file: {'results': {env or BFCL category: {column: "
-                         "{'success_rate', 'pass@k', 'tasks', 'samples'}}}, 'args': these flags}")
+    json: str = knob("", "also write the table as JSON to this file: {'results': {env or BFCL category: "
+                         "{column: {'success_rate', 'pass@k', 'tasks', 'samples'}}}, 'args': these flags}")
 
 
 def main(argv=None):
@@ -122,8 +126,9 @@ def main(argv=None):
                 print(f"\n===== {label} held-out task {i}, {name} policy =====")
                 print(transcript(shown[name][i], policy.tokenizer, color=os.isatty(1)))
     if args.env == "bfcl":  # the leaderboard's multi-turn score: the unweighted mean over categories
-        results["multi_turn_mean"] = {name: {"success_rate": sum(results[c][name]["success_rate"] for c in variants)
-                                             / len(variants)} for name in columns}
+        results["multi_turn_mean"] = {name: {"success_rate": sum(results[c][name]["success_rate"]
+                                                                 for c in variants) / len(variants)}
+                                      for name in columns}
     print(f"\n{args.env}: {args.eval_tasks} held-out tasks (at most) x {args.samples} samples, temperature "
           f"{args.temperature}")
     print(f"{'':36}" + "".join(f"{name:>10}" for name in columns))

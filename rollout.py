@@ -1,17 +1,22 @@
 """The policy (a Qwen causal LM with a LoRA adapter) and grouped multi-turn episodes.
 
-  PolicyArgs, SamplingArgs   the policy's and the sampling's flags (train.Args and eval.EvalArgs inherit them)
-  load_policy(path)  a local folder or Hub name of a Qwen2.5 / Qwen3 chat model, LoRA (peft) on every projection;
-                     QLoRA (a 4-bit NF4 base, bitsandbytes) on CUDA or a CPU. The reference policy: the adapter off.
-  Policy             the model, its tokenizer and its temperature, the ONE place the temperature lives: sampling
-                     and every log-probability use softmax(logits / temperature), the policy that samples.
-  Policy.generate    batched sampling (left padding, KV cache) that also records each sampled token's log-prob
-                     and the entropy of the distribution it was drawn from
-  Policy.turn_logprobs  what seeupo.sweep() trains through: turn t's forward on turn t's prefix, the log-softmax on
-                     scored rows only; Remembered(policy) the same, remembering its no-grad passes' results
-  rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call. Sampled
-                     ids are kept as sampled (never re-encoded), replies appended as chat-template tokens: training
-                     sees token for token what the policy saw. An episode that would overflow ends, truncated.
+  PolicyArgs, SamplingArgs   the policy's and the sampling's flags (train.Args and eval.EvalArgs inherit
+                     them)
+  load_policy(path)  a local folder or Hub name of a Qwen2.5 / Qwen3 chat model, LoRA (peft) on every
+                     projection; QLoRA (a 4-bit NF4 base, bitsandbytes) on CUDA or a CPU. The reference
+                     policy: the adapter off.
+  Policy             the model, its tokenizer and its temperature, the ONE place the temperature lives:
+                     sampling and every log-probability use softmax(logits / temperature), the policy that
+                     samples.
+  Policy.generate    batched sampling (left padding, KV cache) that also records each sampled token's
+                     log-prob and the entropy of the distribution it was drawn from
+  Policy.turn_logprobs  what seeupo.sweep() trains through: turn t's forward on turn t's prefix, the
+                     log-softmax on scored rows only; Remembered(policy) the same, remembering its no-grad
+                     passes' results
+  rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call.
+                     Sampled ids are kept as sampled (never re-encoded), replies appended as chat-template
+                     tokens: training sees token for token what the policy saw. An episode that would
+                     overflow ends, truncated.
   turn_samples()     episodes -> seeupo.TurnSample lists (per turn, or whole episode for the baselines)
 
 How it connects: rollout() gets its environments from a factory, a zero-argument callable that returns a
@@ -29,8 +34,8 @@ from typing import NamedTuple
 import torch
 import transformers
 from torch.utils.checkpoint import checkpoint
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
-                          TemperatureLogitsWarper, TopPLogitsWarper)
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LogitsProcessor,
+                          LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper)
 
 from seeupo import ALL_TURNS, TurnSample, knob
 from support.sweep_tools import left_aligned
@@ -44,8 +49,8 @@ SCORED_ELEMENTS = 2**24  # a chunk of scored rows' [rows, V] float32 logits: 64 
 @dataclass
 class PolicyArgs:
     """How the policy is built and what it samples at; load_policy() takes these."""
-    temperature: float = knob(0.7, "sampling temperature, and that of every log-prob (0 = greedy, log-probs at 1; "
-                                   "the authors: 0.9)")
+    temperature: float = knob(0.7, "sampling temperature, and that of every log-prob (0 = greedy, log-probs "
+                                   "at 1; the authors: 0.9)")
     thinking: bool = knob(False, "Qwen3: let the model think (<think> blocks)")
     lora_r: int = knob(8, "LoRA rank")
     lora_alpha: int = knob(16, "LoRA alpha")
@@ -59,7 +64,8 @@ class PolicyArgs:
 class SamplingArgs:
     """How rollout() samples (the temperature is the Policy's: it decides the log-probs too)."""
     top_p: float = knob(1.0, "nucleus sampling")
-    max_new_tokens: int = knob(16, "most tokens per turn; a turn without an end-of-turn token ends the episode")
+    max_new_tokens: int = knob(16, "most tokens per turn; a turn without an end-of-turn token ends the "
+                                   "episode")
     max_context: int = knob(1024, "most tokens per episode; an episode that would overflow ends, truncated")
     gen_batch_size: int = knob(256, "most sequences generated at once")
 
@@ -71,8 +77,9 @@ def check_model(name):
     try:
         AutoConfig.from_pretrained(name)
     except Exception as e:  # offline Hub, typo, gated repo: all end here
-        raise SystemExit(f"error: cannot load model '{name}' ({type(e).__name__}); give a local folder, download it "
-                         f"first (`hf download {name}`, then HF_HUB_OFFLINE=1), or use --model tiny")
+        raise SystemExit(f"error: cannot load model '{name}' ({type(e).__name__}); give a local folder, "
+                         f"download it first (`hf download {name}`, then HF_HUB_OFFLINE=1), "
+                         f"or use --model tiny")
 
 
 def check_4bit(device):
@@ -85,14 +92,14 @@ def check_4bit(device):
         layer(x).sum().backward()
     except Exception as e:  # noqa: BLE001 -- whatever the backend raises, the fix is the same
         raise SystemExit(f"error: --qlora: bitsandbytes' 4-bit layers do not run on '{device}' here "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); drop --qlora "
-                         f"(LoRA on a full-precision base), or run on a CUDA GPU or a CPU")
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                         f"drop --qlora (LoRA on a full-precision base), or run on a CUDA GPU or a CPU")
 
 
 def load_policy(path, args=None, seed=0, adapter=None, device="cpu"):
     """The policy: base model + LoRA adapter (new, or loaded from the `adapter` folder). `path`: a local model
     folder or a Hub name; `args`: PolicyArgs (or train.Args, which inherits them)."""
-    # bitsandbytes' CPU backend warns at import that `kernels` (which fetches from the Hub) is missing: optional
+    # bitsandbytes' CPU backend warns at import that the optional `kernels` (fetches from the Hub) is missing
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     args = args or PolicyArgs()
@@ -105,15 +112,17 @@ def load_policy(path, args=None, seed=0, adapter=None, device="cpu"):
     dtype, kwargs = torch.bfloat16 if args.bf16 else torch.float32, {}
     if args.qlora:
         kwargs = dict(device_map={"": device}, quantization_config=transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype))
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     checkpointing = {"use_reentrant": False}  # or no gradient reaches the adapter when the inputs need none
     if args.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs=checkpointing)
-        for module in model.modules():  # bitsandbytes' CPU backend multiplies in bf16 in eval mode without a
-            if hasattr(module, "support_avx512bf16_for_cpu"):  # gradient (sampling), in fp32 when training:
-                module.support_avx512bf16_for_cpu = False  # log-probs 2.5e-4 apart. One path: sampled = trained
+        # bitsandbytes' CPU path: bf16 sampling, fp32 training; one path, sampled = trained (docs/scaling.md)
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     elif args.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
     torch.manual_seed(seed)  # the same adapter init on every rank
@@ -122,12 +131,13 @@ def load_policy(path, args=None, seed=0, adapter=None, device="cpu"):
                           target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
     if not args.qlora:  # a 4-bit model is already placed by device_map, and refuses .to()
         model = model.to(device)
-    return Policy(model, tokenizer, temperature=args.temperature, chat_kwargs={"enable_thinking": args.thinking})
+    return Policy(model, tokenizer, temperature=args.temperature,
+                  chat_kwargs={"enable_thinking": args.thinking})
 
 
 class _Record(LogitsProcessor):
-    """Records each sampled token's log pi and pi's entropy, from the logits / temperature (before top-p, as verl
-    and TRL do), one [B, V] row at a time: at step k+1 it sees the token drawn at step k."""
+    """Records each sampled token's log pi and pi's entropy, from the logits / temperature (before top-p, as
+    verl and TRL do), one [B, V] row at a time: at step k+1 it sees the token drawn at step k."""
 
     def __init__(self):
         self.last, self.logprobs, self.entropies = None, [], []
@@ -145,7 +155,8 @@ class _Record(LogitsProcessor):
 
 
 class Actions(NamedTuple):
-    """TurnSample.data for an LLM: which tokens of an episode to score, and the forward pass that scores them."""
+    """TurnSample.data for an LLM: which tokens of an episode to score, and the forward pass that scores
+    them."""
     ids: list        # the episode's token ids: ONE list, shared by all its samples
     end: int         # the forward pass reads ids[:end] (a turn's prefix ends with its action)
     positions: list  # the tokens to score: a turn's action, or every action token of the episode
@@ -153,14 +164,16 @@ class Actions(NamedTuple):
 
 
 class Policy:
-    """A causal LM (usually a peft LoRA model), its tokenizer and its temperature, as rollout() and seeupo.sweep()
-    use it. pi = softmax(logits / temperature) is the policy that samples and whose log-probs are trained, so
-    the sweep's ratios and KL are those of the sampling policy; temperature 0 samples greedily (log-probs at 1)."""
+    """A causal LM (usually a peft LoRA model), its tokenizer and its temperature, as rollout() and
+    seeupo.sweep() use it. pi = softmax(logits / temperature) is the policy that samples and whose log-probs
+    are trained, so the sweep's ratios and KL are those of the sampling policy; temperature 0 samples greedily
+    (log-probs at 1)."""
 
     def __init__(self, model, tokenizer, temperature=1.0, chat_kwargs=None):
         self.model, self.tokenizer, self.chat_kwargs = model, tokenizer, chat_kwargs or {}
         self.temperature = temperature
-        self.stop_ids = sorted({tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id} - {None})
+        self.stop_ids = sorted({tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id}
+                               - {None})
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
 
     @property
@@ -168,8 +181,8 @@ class Policy:
         return next(self.model.parameters()).device
 
     def _batch(self, sequences):
-        """Left-padded ids, attention mask and position ids (as generate() numbers them), each [B, L]: the left
-        padding puts every sequence's last token in the last column."""
+        """Left-padded ids, attention mask and position ids (as generate() numbers them), each [B, L]: the
+        left padding puts every sequence's last token in the last column."""
         ids = torch.full((len(sequences), max(len(s) for s in sequences)), self.pad_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
         for i, s in enumerate(sequences):
@@ -192,8 +205,10 @@ class Policy:
         out = []
         for k in range(0, len(contexts), sampling.gen_batch_size):
             ids, attention, _ = self._batch(contexts[k : k + sampling.gen_batch_size])
-            recorder, sampled = _Record(), self.temperature > 0  # generate() itself samples at temperature 1, top-p 1
-            processors = ([TemperatureLogitsWarper(self.temperature)] if sampled and self.temperature != 1 else []) \
+            # generate() itself samples at temperature 1, top-p 1
+            recorder, sampled = _Record(), self.temperature > 0
+            processors = ([TemperatureLogitsWarper(self.temperature)]
+                          if sampled and self.temperature != 1 else []) \
                 + [recorder] + ([TopPLogitsWarper(sampling.top_p)] if sampled and sampling.top_p < 1 else [])
             with self._adapter(reference):
                 sequences = self.model.generate(
@@ -203,33 +218,43 @@ class Policy:
                     logits_processor=LogitsProcessorList(processors))
             new = sequences[:, ids.shape[1]:]
             recorder.take(new[:, -1])
-            logprobs, entropies = (torch.stack(x, 1).tolist() for x in (recorder.logprobs, recorder.entropies))
+            logprobs, entropies = (torch.stack(x, 1).tolist()
+                                   for x in (recorder.logprobs, recorder.entropies))
             for row, row_logprobs, row_entropies in zip(new.tolist(), logprobs, entropies):
                 n = next((i + 1 for i, t in enumerate(row) if t in self.stop_ids), len(row))
                 out.append((row[:n], row_logprobs[:n], row_entropies[:n]))
         return out
 
     def turn_logprobs(self, samples, reference=False):
-        """seeupo's logprob_fn: log pi(token | everything before it) for the `positions` of each sample's Actions, one
-        forward pass on each prefix: logp [B, A] (float32, 0 on padding), mask [B, A] (A: the most positions)."""
+        """seeupo's logprob_fn: log pi(token | everything before it) for the `positions` of each sample's
+        Actions, one forward pass on each prefix: logp [B, A] (float32, 0 on padding), mask [B, A] (A: the
+        most positions)."""
         return self._score(samples, [s.data.positions for s in samples], reference)
 
     def _score(self, samples, positions, reference):
-        """The forward pass: log pi of the tokens at `positions` (one list per sample) of each sample's prefix. The
-        output layer and log-softmax (151,936 columns for Qwen) run only on the states that predict a scored token,
-        a chunk at a time, recomputed in the backward: no [B, L, V] or [B, A, V] tensor (docs/performance.md)."""
+        """The forward pass: log pi of the tokens at `positions` (one list per sample) of each sample's
+        prefix. The output layer and log-softmax (151,936 columns for Qwen) run only on the states that
+        predict a scored token, a chunk at a time, recomputed in the backward: no [B, L, V] or [B, A, V]
+        tensor (docs/performance.md)."""
         self.model.train(torch.is_grad_enabled())  # dropout and gradient checkpointing only when training
-        ids, attention, position_ids = self._batch(prefixes := [s.data.ids[: s.data.end] for s in samples])  # [B, L]
+        # ids, attention, position_ids: [B, L]
+        ids, attention, position_ids = self._batch(prefixes := [s.data.ids[: s.data.end] for s in samples])
         columns = [[ids.shape[1] - len(p) + q for q in pos] for p, pos in zip(prefixes, positions)]  # in ids
-        column, mask = left_aligned(columns, max(len(c) for c in columns), ids.device, dtype=torch.long)  # [B, A]
-        lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # under peft's
-        with self._adapter(reference):  # a causal LM's logits are its output layer on the decoder's last states
+        # column, mask: [B, A]
+        column, mask = left_aligned(columns, max(len(c) for c in columns), ids.device, dtype=torch.long)
+        # the model under peft's wrapper
+        lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        # a causal LM's logits are its output layer on the decoder's last states
+        with self._adapter(reference):
             hidden = lm.get_decoder()(input_ids=ids, attention_mask=attention, position_ids=position_ids,
                                       use_cache=False).last_hidden_state  # [B, L, H]
         b, c = mask.nonzero(as_tuple=True)[0], column[mask]  # each scored token's sample and column, in order
-        states, tokens = hidden[b, c - 1], ids[b, c, None]  # [N, H]: the state that predicts each token; [N, 1]
-        head, n = lm.get_output_embeddings(), max(1, SCORED_ELEMENTS // lm.get_output_embeddings().out_features)
-        def token_logprob(h, token):  # [n, H], [n, 1] -> log softmax(logits / temperature) at the token, [n, 1]
+        # states [N, H]: the state that predicts each token; tokens [N, 1]
+        states, tokens = hidden[b, c - 1], ids[b, c, None]
+        head, n = (lm.get_output_embeddings(),
+                   max(1, SCORED_ELEMENTS // lm.get_output_embeddings().out_features))
+        # [n, H], [n, 1] -> log softmax(logits / temperature) at the token, [n, 1]
+        def token_logprob(h, token):
             return (head(h).float() / (self.temperature or 1.0)).log_softmax(-1).gather(-1, token)
         flat = torch.cat([checkpoint(token_logprob, states[k : k + n], tokens[k : k + n], use_reentrant=False)
                           for k in range(0, len(tokens), n)])[:, 0]
@@ -237,10 +262,11 @@ class Policy:
 
 
 class Remembered:
-    """Policy.turn_logprobs for ONE sweep, remembering its no-grad passes. Such a pass scores EVERY policy token of
-    its prefix, so the pass on turn t+1's prefix holds turn t's log-probs too (the sweep's `new` of t+1, `old` of
-    t), and the reference policy's never change. The current policy's memory holds while the trainable weights
-    equal its copy of them (a step forgets it); values agree with a pass of their own to ~1e-7 (test_rollout.py)."""
+    """Policy.turn_logprobs for ONE sweep, remembering its no-grad passes. Such a pass scores EVERY policy
+    token of its prefix, so the pass on turn t+1's prefix holds turn t's log-probs too (the sweep's `new` of
+    t+1, `old` of t), and the reference policy's never change. The current policy's memory holds while the
+    trainable weights equal its copy of them (a step forgets it); values agree with a pass of their own to
+    float rounding (test_rollout.py; docs/performance.md)."""
 
     def __init__(self, policy):
         self.policy, self.memory, self.weights = policy, {True: {}, False: {}}, []
@@ -249,8 +275,10 @@ class Remembered:
         if torch.is_grad_enabled():  # an optimizer step's forward: always a pass of its own
             return self.policy.turn_logprobs(samples, reference)
         trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
-        if not reference and not (self.weights and all(torch.equal(a, b) for a, b in zip(self.weights, trainable))):
-            self.memory[False], self.weights = {}, [p.detach().clone() for p in trainable]  # the weights moved
+        if not reference and not (self.weights
+                                  and all(torch.equal(a, b) for a, b in zip(self.weights, trainable))):
+            # the weights moved
+            self.memory[False], self.weights = {}, [p.detach().clone() for p in trainable]
         memory = self.memory[reference]  # {episode ids: {position: log pi}}
         todo = [s for s in samples if not set(s.data.positions) <= memory.get(tuple(s.data.ids), {}).keys()]
         if todo:
@@ -309,24 +337,28 @@ def render_reply(tokenizer, reply, chat_kwargs=None):
 
 
 def check_context(policy, env, task, sampling):
-    """Stop before any rollout, in one line, if even the first prompt and one turn do not fit, or if a well-formed
-    action does not fit in one turn (the longest of 32 of the environment's random_action, where it has one)."""
+    """Stop before any rollout, in one line, if even the first prompt and one turn do not fit, or if a
+    well-formed action does not fit in one turn (the longest of 32 of the environment's random_action, where
+    it has one)."""
     n = len(render_prompt(policy.tokenizer, env.reset(task), env.tools, policy.chat_kwargs))
     if n + sampling.max_new_tokens > sampling.max_context:
-        raise SystemExit(f"error: the first prompt has {n} tokens, and a turn up to {sampling.max_new_tokens} more: "
-                         f"raise --max_context above {n + sampling.max_new_tokens}")
+        raise SystemExit(f"error: the first prompt has {n} tokens, and a turn up to "
+                         f"{sampling.max_new_tokens} more: raise --max_context above "
+                         f"{n + sampling.max_new_tokens}")
     act, rng, encode = getattr(env, "random_action", None), random.Random(0), policy.tokenizer.encode
-    longest = max(len(encode(act(rng), add_special_tokens=False)) + 1 for _ in range(32)) if callable(act) else 0
+    longest = (max(len(encode(act(rng), add_special_tokens=False)) + 1 for _ in range(32))
+               if callable(act) else 0)
     if longest > sampling.max_new_tokens:  # (+ 1: the end-of-turn token; a class of yours may have no `name`)
-        raise SystemExit(f"error: a well-formed action of {getattr(env, 'name', type(env).__name__)} takes up to "
-                         f"{longest} of this model's tokens (with the end of turn), more than --max_new_tokens "
-                         f"{sampling.max_new_tokens}: raise --max_new_tokens to {longest} or more")
+        raise SystemExit(f"error: a well-formed action of {getattr(env, 'name', type(env).__name__)} takes "
+                         f"up to {longest} of this model's tokens (with the end of turn), more than "
+                         f"--max_new_tokens {sampling.max_new_tokens}: "
+                         f"raise --max_new_tokens to {longest} or more")
 
 
 def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
     """Play group_size episodes of every task; each turn, every unfinished episode in ONE generate call.
-    env_factory() returns a fresh environment for each episode, e.g. functools.partial(envs.make_env, "lookup");
-    sampling: SamplingArgs (or train.Args, which inherits them)."""
+    env_factory() returns a fresh environment for each episode, e.g. functools.partial(envs.make_env,
+    "lookup"); sampling: SamplingArgs (or train.Args, which inherits them)."""
     tokenizer, episodes = policy.tokenizer, []
     for group, task in enumerate(tasks):
         for _ in range(group_size):
@@ -362,18 +394,21 @@ def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
 
 
 def turn_samples(episodes, whole_episode=False):
-    """seeupo.TurnSample lists: one per (episode, turn) on that turn's prefix, or one per episode (every action
-    token, on the whole episode). Each carries the log-probs its tokens were sampled with."""
+    """seeupo.TurnSample lists: one per (episode, turn) on that turn's prefix, or one per episode (every
+    action token, on the whole episode). Each carries the log-probs its tokens were sampled with."""
     out = []
     for j, e in enumerate(episodes):
         spans = e.turn_spans
         if whole_episode and spans:
             positions = [q for start, end in spans for q in range(start, end)]
-            out.append(TurnSample(j, ALL_TURNS, spans[-1][1], Actions(e.token_ids, spans[-1][1], positions, positions),
+            out.append(TurnSample(j, ALL_TURNS, spans[-1][1],
+                                  Actions(e.token_ids, spans[-1][1], positions, positions),
                                   sum(e.sample_logprobs, [])))
         elif not whole_episode:
             for t, (start, end) in enumerate(spans):
-                policy_positions = [q for first, last in spans[: t + 1] for q in range(first, last)]  # turns 0..t
-                out.append(TurnSample(j, t, end, Actions(e.token_ids, end, list(range(start, end)), policy_positions),
+                # every policy token of turns 0..t
+                policy_positions = [q for first, last in spans[: t + 1] for q in range(first, last)]
+                out.append(TurnSample(j, t, end,
+                                      Actions(e.token_ids, end, list(range(start, end)), policy_positions),
                                       e.sample_logprobs[t]))
     return out

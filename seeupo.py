@@ -36,8 +36,8 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from support.sweep_tools import (SweepStats, global_count, gradients_finite, local_sum, micro_batches, minibatches,
-                                 no_grad_logprobs, sampled_logprobs, sum_gradients)
+from support.sweep_tools import (SweepStats, global_count, gradients_finite, local_sum, micro_batches,
+                                 minibatches, no_grad_logprobs, sampled_logprobs, sum_gradients)
 
 # --algo: a preset of the three knobs that name a method; a knob given explicitly wins over its preset
 ALGOS = {"seeupo": dict(schedule="sweep", loss="gspo", baseline="mean"),
@@ -47,7 +47,8 @@ ALGOS = {"seeupo": dict(schedule="sweep", loss="gspo", baseline="mean"),
 SCHEDULES, BASELINES, ORDERS = ("sweep", "all"), ("mean", "loo"), ("reverse", "sequential", "random")
 LOSS_NAMES = ("gspo", "grpo", "reinforce")  # the per-sample losses below (LOSSES)
 ALL_TURNS = -1  # TurnSample.turn of a whole-episode sample, and the one "turn" of the all-turns schedule
-LOG_RATIO_CLAMP = 20.0  # every log-ratio is clamped to +-20, as verl does, so exp() never overflows on a wild sample
+# every log-ratio is clamped to +-20, as verl does, so exp() never overflows on a wild sample
+LOG_RATIO_CLAMP = 20.0
 
 
 class TurnSample(NamedTuple):
@@ -55,7 +56,7 @@ class TurnSample(NamedTuple):
     turn: int     # 0-based turn index t; ALL_TURNS for a whole-episode sample (the all-turns baselines)
     cost: int     # tokens its forward pass processes: micro-batches are packed by this
     data: Any     # what logprob_fn needs (for an LLM: rollout.Actions, the prefix and the tokens to score)
-    sampled: Any = None  # log pi of its action tokens when they were sampled (a list), or None: only for statistics
+    sampled: Any = None  # log pi of its action tokens at sampling (a list), or None: only for statistics
 
 
 def knob(default, help):
@@ -65,18 +66,20 @@ def knob(default, help):
 
 @dataclass(kw_only=True)
 class SweepConfig:
-    """The method, knob by knob: its advantages, its schedule and loss, and what one sweep() does. Every default
-    lives here once (train.Args inherits these fields as its flags). Built by keyword only, so that a field added
-    anywhere cannot shift the values of the others. SweepConfig(algo="gspo") is the GSPO baseline."""
-    algo: Literal[tuple(ALGOS)] = knob("seeupo", "a preset of --schedule, --loss and --baseline (seeupo.ALGOS): "
-                                       "seeupo = sweep + gspo + mean; gspo, grpo = all + that loss + mean; "
-                                       "reinforce = all + reinforce + loo. Any of the three given explicitly wins")
-    schedule: Literal[("", *SCHEDULES)] = knob("", "sweep: turn by turn in --order (SeeUPO) | all: every turn in one "
-                                                   "update ('': --algo's)")
+    """The method, knob by knob: its advantages, its schedule and loss, and what one sweep() does. Every
+    default lives here once (train.Args inherits these fields as its flags). Built by keyword only, so that a
+    field added anywhere cannot shift the values of the others. SweepConfig(algo="gspo") is the GSPO
+    baseline."""
+    algo: Literal[tuple(ALGOS)] = knob("seeupo", "a preset of --schedule, --loss and --baseline "
+                                       "(seeupo.ALGOS): seeupo = sweep + gspo + mean; gspo, grpo = all + "
+                                       "that loss + mean; reinforce = all + reinforce + loo. Any of the "
+                                       "three given explicitly wins")
+    schedule: Literal[("", *SCHEDULES)] = knob("", "sweep: turn by turn in --order (SeeUPO) | all: every "
+                                                   "turn in one update ('': --algo's)")
     loss: Literal[("", *LOSS_NAMES)] = knob("", "per-sample loss: gspo (sequence-level clip) | grpo "
-                                                                "(token-level clip) | reinforce ('': --algo's)")
-    baseline: Literal[("", *BASELINES)] = knob("", "GRAE's baseline: mean (the group's) | loo (the mean of the others, "
-                                                   "RLOO) ('': --algo's)")
+                                                "(token-level clip) | reinforce ('': --algo's)")
+    baseline: Literal[("", *BASELINES)] = knob("", "GRAE's baseline: mean (the group's) | loo (the mean of "
+                                                   "the others, RLOO) ('': --algo's)")
     std_norm: bool = knob(False, "divide advantages by their group's std (the authors: on)")
     batch_norm: bool = knob(True, "normalise advantages over the batch (unit std, clipped to +-3)")
     order: Literal[ORDERS] = knob("reverse", "the sweep's turn order: reverse (SeeUPO) | sequential | random")
@@ -84,26 +87,29 @@ class SweepConfig:
                                   "--no_correction: off")
     clip_low: float = knob(0.2, "loss clip epsilon: ratio >= 1 - clip_low")
     clip_high: float = knob(0.2, "loss clip epsilon: ratio <= 1 + clip_high")
-    correction_clip: float = knob(0.2, "epsilon_a: each turn's ratio r_j and the correction M_j stay in [1-eps, 1+eps]")
-    kl_coef: float = knob(0.05, "weight of the k3 KL to the reference policy (train.py: the base model); 0 skips "
-                                "the reference forward (the authors: 0.002)")
+    correction_clip: float = knob(0.2, "epsilon_a: each turn's ratio r_j and the correction M_j stay in "
+                                       "[1-eps, 1+eps]")
+    kl_coef: float = knob(0.05, "weight of the k3 KL to the reference policy (train.py: the base model); 0 "
+                                "skips the reference forward (the authors: 0.002)")
     ppo_epochs: int = knob(4, "passes over each turn's samples (the authors: 1)")
-    minibatches: int = knob(4, "optimizer steps per pass, per turn in the sweep (the samples are split this many "
-                               "ways; the authors: 1)")
+    minibatches: int = knob(4, "optimizer steps per pass, per turn in the sweep (the samples are split this "
+                               "many ways; the authors: 1)")
     max_grad_norm: float = knob(1.0, "gradient clipping (global norm)")
-    token_budget: int = knob(16384, "micro-batch size in padded tokens; gradients accumulate across micro-batches")
+    token_budget: int = knob(16384, "micro-batch size in padded tokens; gradients accumulate across "
+                                    "micro-batches")
 
     def __post_init__(self):
         if self.algo not in ALGOS:
             raise ValueError(f"--algo {self.algo!r}: choose one of {', '.join(ALGOS)}")
         for name, value in ALGOS[self.algo].items():  # the preset fills what was not given
             setattr(self, name, getattr(self, name) or value)
-        for name, allowed in (("schedule", SCHEDULES), ("loss", LOSS_NAMES), ("baseline", BASELINES), ("order", ORDERS)):
+        for name, allowed in (("schedule", SCHEDULES), ("loss", LOSS_NAMES), ("baseline", BASELINES),
+                              ("order", ORDERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
         if self.schedule == "all" and (self.order != "reverse" or not self.correction):
-            raise ValueError("--order and --no_correction belong to --schedule sweep (all turns at once have no "
-                             "order and no correction)")
+            raise ValueError("--order and --no_correction belong to --schedule sweep (all turns at once have "
+                             "no order and no correction)")
 
 
 def grae_advantages(rewards, groups, std_norm=False, batch_norm=True, clip=3.0, leave_one_out=False,
@@ -172,8 +178,8 @@ LOSSES = {"gspo": gspo_loss, "grpo": grpo_loss, "reinforce": reinforce_loss}
 def clip_fractions(loss, logp, old_logp, mask, adv, clip_low, clip_high):
     """Per sample, how much of it the clip took out of the gradient, on each side (TRL's clip_ratio/low and
     /high): the ratio below 1 - clip_low where A < 0, above 1 + clip_high where A > 0. gspo clips the sequence
-    ratio (0 or 1 per sample), grpo each token's ratio (the share of the sample's tokens); reinforce has no clip
-    (None)."""
+    ratio (0 or 1 per sample), grpo each token's ratio (the share of the sample's tokens); reinforce has no
+    clip (None)."""
     if loss == "reinforce":
         return None
     if loss == "gspo":
@@ -186,7 +192,8 @@ def clip_fractions(loss, logp, old_logp, mask, adv, clip_low, clip_high):
 
 
 def kl_k3(logp, ref_logp, mask):
-    """Low-variance ("k3") estimator of KL(pi_theta || pi_ref) per sample: mean_k [e^d - d - 1], d = ref - logp."""
+    """Low-variance ("k3") estimator of KL(pi_theta || pi_ref) per sample: mean_k [e^d - d - 1],
+    d = ref - logp."""
     d = (ref_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return masked_mean(d.exp() - d - 1, mask)
 
@@ -248,28 +255,35 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
         S = [s for s in samples if s.turn == t or not per_turn]
         if global_count(S, reduce_sum, device) == 0:
             continue  # no episode on any process reached turn t
-        episode = torch.tensor([s.episode for s in S], dtype=torch.long, device=device)  # each sample's episode
-        old_logp, mask = no_grad_logprobs(logprob_fn, S, cfg.token_budget, device)  # later turns already updated
-        ref_logp = no_grad_logprobs(logprob_fn, S, cfg.token_budget, device, reference=True)[0] if cfg.kl_coef else None
+        # each sample's episode
+        episode = torch.tensor([s.episode for s in S], dtype=torch.long, device=device)
+        # later turns already updated
+        old_logp, mask = no_grad_logprobs(logprob_fn, S, cfg.token_budget, device)
+        ref_logp = (no_grad_logprobs(logprob_fn, S, cfg.token_budget, device, reference=True)[0]
+                    if cfg.kl_coef else None)
         M_S = M[episode]  # this turn's correction of each sample's episode (a copy: M[episode] gathers)
         A_hat = A[episode] * M_S  # a constant here: no gradient flows through M
-        opt = optimizers[t] if len(optimizers) > 1 else optimizers[0]  # turn t's own moments, or the shared ones
+        # turn t's own moments, or the shared ones
+        opt = optimizers[t] if len(optimizers) > 1 else optimizers[0]
 
         for rows in minibatches(len(S), cfg.ppo_epochs, cfg.minibatches, splits):
             opt.zero_grad()
-            n = global_count(rows, reduce_sum, device)  # the loss is a mean over the minibatch on ALL processes
+            # the loss is a mean over the minibatch on ALL processes
+            n = global_count(rows, reduce_sum, device)
             for micro in micro_batches(rows, [s.cost for s in S], cfg.token_budget):  # gradients accumulate
                 logp = logprob_fn([S[i] for i in micro])[0].float()  # [b, a]: with the gradient
                 width = logp.shape[1]
                 micro_mask, micro_old, micro_adv = mask[micro, :width], old_logp[micro, :width], A_hat[micro]
-                per_sample = LOSSES[cfg.loss](logp, micro_old, micro_mask, micro_adv, cfg.clip_low, cfg.clip_high)
+                per_sample = LOSSES[cfg.loss](logp, micro_old, micro_mask, micro_adv, cfg.clip_low,
+                                              cfg.clip_high)
                 kl = kl_k3(logp, ref_logp[micro, :width], micro_mask) if ref_logp is not None else None
                 loss = per_sample if kl is None else per_sample + cfg.kl_coef * kl
                 (loss.sum() / n).backward()
-                clipped = clip_fractions(cfg.loss, logp.detach(), micro_old, micro_mask, micro_adv, cfg.clip_low,
-                                         cfg.clip_high)
+                clipped = clip_fractions(cfg.loss, logp.detach(), micro_old, micro_mask, micro_adv,
+                                         cfg.clip_low, cfg.clip_high)
                 stats.record(t, loss, kl, clipped)
-            sum_gradients(params, reduce_sum)  # over processes: each holds its own samples (why not DDP: sweep_tools)
+            # over processes: each holds its own samples (why not DDP: sweep_tools)
+            sum_gradients(params, reduce_sum)
             if not gradients_finite(params):  # a NaN or inf never reaches the weights: the step is skipped
                 stats.skipped_step()
                 continue
@@ -278,7 +292,8 @@ def sweep(logprob_fn, optimizer, samples, advantages, cfg, num_turns=1, step_see
             opt.step()
 
         new_logp = no_grad_logprobs(logprob_fn, S, cfg.token_budget, device)[0]
-        M_next, r = correction_update(M_S, new_logp, old_logp, mask, cfg.correction_clip)  # r_j; M_j <- clip(M_j r_j)
+        # r_j; M_j <- clip(M_j r_j)
+        M_next, r = correction_update(M_S, new_logp, old_logp, mask, cfg.correction_clip)
         if per_turn and cfg.correction:
             M[episode] = M_next  # the turns updated after this one see how far this one moved
         sampled = sampled_logprobs(S, new_logp.shape[1], device)  # log pi at sampling time, if samples say

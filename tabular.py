@@ -10,17 +10,18 @@ per turn, no gradient clipping) and both checked by tests/test_seeupo.py:
       log-ratios), so GSPO at lr x moves exactly like a per-turn sweep without the correction at lr x/2.
       The step-matched all-turns update is GSPO at lr x*T; under SGD that IS the loss summed over turns.
   (b) Each turn has its own table of logits, so each turn's loss moves only its own rows: the sweep without
-      the correction is the summed all-turns update, whatever the order. Over several optimizer steps per turn
-      (ppo_epochs > 1) the sweep still ignores the order and still is the per-turn losses summed, but no longer
-      whole-episode GSPO, whose one sequence ratio (and clip) spans both turns' tokens; at the one step here
-      that ratio is 1, the clip is idle and the two coincide. So only the correction (and, in an LLM, shared
-      weights) can make the order matter.
-At a moderate step (SGD lr 0.5, 50 steps) the reverse sweep with its correction reaches the global optimum more
-often than the step-matched all-turns update (= the sweep without the correction, any order) and than the
-forward order with the correction; GSPO at the same lr, moving half as far, stays on the safe branch. That lead
-holds at an equal step, not over every step: without the correction a 10% larger step (lr 0.55) gets further
-still. At a small step the columns coincide (the correction acts at second order in the step size); at a large
-one every per-turn order gets there and only the speed differs. Watch it:
+      the correction is the summed all-turns update, whatever the order. Over several optimizer steps per
+      turn (ppo_epochs > 1) the sweep still ignores the order and still is the per-turn losses summed, but no
+      longer whole-episode GSPO, whose one sequence ratio (and clip) spans both turns' tokens; at the one step
+      here that ratio is 1, the clip is idle and the two coincide. So only the correction (and, in an LLM,
+      shared weights) can make the order matter.
+At a moderate step (SGD lr 0.5, 50 steps) the reverse sweep with its correction reaches the global optimum
+more often than the step-matched all-turns update (= the sweep without the correction, any order) and than
+the forward order with the correction; GSPO at the same lr, moving half as far, stays on the safe branch.
+That lead holds at an equal step, not over every step: without the correction a 10% larger step (lr 0.55)
+gets further still. At a small step the columns coincide (the correction acts at second order in the step
+size); at a large one every per-turn order gets there and only the speed differs (the numbers, over seeds:
+docs/tests.md). Watch it:
 
     python tabular.py --lr 0.5 1.0 [--steps 50] [--every 5] [--seed 0]
     python tabular.py --lr 0.5 --seeds 8          # the mean over seeds 0-7 after 50 steps, every method
@@ -66,18 +67,18 @@ class Tabular(torch.nn.Module):
         return float(p[0] @ (p[1:] * PAYOFF).sum(-1))
 
 
-def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minibatches=1, ppo_epochs=1, steps=50,
-                  seed=0, episodes=256, group=16, baseline_samples="episode", log=None):
-    """Train a fresh Tabular policy: each step samples `episodes` two-turn episodes (groups of `group` share a
-    task, for GRAE) and runs one seeupo.sweep(); log(step, policy) after each. Returns the final value.
+def train_tabular(algo="seeupo", order="reverse", correction=True, lr=0.5, minibatches=1, ppo_epochs=1,
+                  steps=50, seed=0, episodes=256, group=16, baseline_samples="episode", log=None):
+    """Train a fresh Tabular policy: each step samples `episodes` two-turn episodes (groups of `group` share
+    a task, for GRAE) and runs one seeupo.sweep(); log(step, policy) after each. Returns the final value.
     baseline_samples: the all-turns baselines train on one sample per episode, or per turn (the authors').
     No gradient clipping: a global-norm clip would rescale one turn's step and both turns' steps differently,
     and facts (a) and (b) of the module docstring would no longer be exact."""
     torch.manual_seed(seed)
     policy = Tabular()
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
-    cfg = SweepConfig(algo=algo, order=order, correction=correction, minibatches=minibatches, ppo_epochs=ppo_epochs,
-                      kl_coef=0.0, max_grad_norm=1e9)
+    cfg = SweepConfig(algo=algo, order=order, correction=correction, minibatches=minibatches,
+                      ppo_epochs=ppo_epochs, kl_coef=0.0, max_grad_norm=1e9)
     for step in range(steps):
         with torch.no_grad():
             p = policy.table.softmax(-1)
@@ -102,23 +103,24 @@ def mean_value(seeds=range(8), **kwargs):
 
 
 # ----------------------------------------------------------------------------- watching it, step by step
-# column -> (learning-rate multiplier, train_tabular's arguments). Every per-turn method takes a step of lr x on
-# each turn's loss; "gspo, lr x T" takes the same step on the all-turns loss, which averages the T turns.
+# column -> (learning-rate multiplier, train_tabular's arguments). Every per-turn method takes a step of lr x
+# on each turn's loss; "gspo, lr x T" takes the same step on the all-turns loss, which averages the T turns.
 METHODS = {"reverse (SeeUPO)": (1, {}), "sequential": (1, dict(order="sequential")),
            "random": (1, dict(order="random")), "reverse, M=1": (1, dict(correction=False)),
            "gspo, lr x T": (TURNS, dict(algo="gspo")), "gspo (all at once)": (1, dict(algo="gspo"))}
 
 
 def watch(lrs, steps, every, seed):
-    """The tabular problem step by step: per method, pi1(branch 1), pi2(action 2 | branch 1), expected reward."""
+    """The tabular problem step by step: per method, pi1(branch 1), pi2(action 2 | branch 1), expected
+    reward."""
     for lr in lrs:
         traces = {}
         for name, (lr_times, kwargs) in METHODS.items():
             trace = traces[name] = {0: _snapshot(Tabular())}
             train_tabular(lr=lr * lr_times, steps=steps, seed=seed,
                           log=lambda k, p, trace=trace: trace.update({k: _snapshot(p)}), **kwargs)
-        print(f"\nSGD lr x = {lr}, seed {seed}. Each cell: pi1(branch 1) pi2(a=2|branch 1) -> expected reward "
-              "(safe branch 0.5, optimum 1.0)")
+        print(f"\nSGD lr x = {lr}, seed {seed}. Each cell: pi1(branch 1) pi2(a=2|branch 1) -> expected "
+              "reward (safe branch 0.5, optimum 1.0)")
         print("step | " + " | ".join(f"{name:^20}" for name in METHODS))
         for k in [k for k in range(steps + 1) if k % every == 0 or k == steps]:
             print(f"{k:4d} | " + " | ".join(f"{p1:.2f} {p2:.2f} -> {v:.2f}".center(20)
@@ -150,7 +152,8 @@ def _snapshot(policy):
 
 def means(lrs, steps, seeds):
     """The expected reward after `steps`, averaged over seeds 0..seeds-1, for every method and lr."""
-    print(f"expected reward after {steps} steps, mean over seeds 0-{seeds - 1} (safe branch 0.5, optimum 1.0)")
+    print(f"expected reward after {steps} steps, mean over seeds 0-{seeds - 1} "
+          "(safe branch 0.5, optimum 1.0)")
     print("lr   | " + " | ".join(f"{name:^20}" for name in METHODS))
     for lr in lrs:
         cells = [mean_value(seeds=range(seeds), lr=lr * lr_times, steps=steps, **kwargs)
@@ -160,12 +163,13 @@ def means(lrs, steps, seeds):
 
 if __name__ == "__main__":
     import argparse
-    parser = argparse.ArgumentParser(description="the tabular two-turn problem, step by step, under each update method")
+    parser = argparse.ArgumentParser(description="the tabular two-turn problem, step by step, under each "
+                                                 "update method")
     parser.add_argument("--lr", type=float, nargs="+", default=[0.5, 1.0], help="SGD learning rates")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--every", type=int, default=5, help="print every N steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, default=0, help="instead of one seed step by step: the mean final value "
-                        "over seeds 0..N-1 (tests/test_seeupo.py's numbers: --seeds 8 --lr 0.5)")
+    parser.add_argument("--seeds", type=int, default=0, help="instead of one seed step by step: the mean "
+                        "final value over seeds 0..N-1 (tests/test_seeupo.py's numbers: --seeds 8 --lr 0.5)")
     a = parser.parse_args()
     means(a.lr, a.steps, a.seeds) if a.seeds else watch(a.lr, a.steps, a.every, a.seed)

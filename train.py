@@ -4,26 +4,26 @@ Each step: pick tasks (each process its own whole groups) -> rollout.rollout() p
 seeupo.grae_advantages() (batch statistics over all processes) -> seeupo.sweep() updates the LoRA adapter
 turn by turn, last turn first -> one metrics line. Held-out evaluation goes through eval.evaluate().
 
-The environment: a built-in one (--env lookup, guess, relay, bfcl) or a class of yours (--env my_env.py:MyEnv, a
-TRL environment_factory class with --tasks and --reward too): support/user_env.resolve_env gives both as one
-LoadedEnv (docs/environments.md). The model: a folder or Hub name, or tiny / tiny-qwen, which support/tiny.py
-builds once (minutes, with a progress bar) and caches.
+The environment: a built-in one (--env lookup, guess, relay, bfcl) or a class of yours (--env
+my_env.py:MyEnv, a TRL environment_factory class with --tasks and --reward too): support/user_env.resolve_env
+gives both as one LoadedEnv (docs/environments.md). The model: a folder or Hub name, or tiny / tiny-qwen,
+which support/tiny.py builds once (minutes, with a progress bar; docs/performance.md) and caches.
 
-Args is the whole configuration. It inherits the method's knobs from seeupo.SweepConfig (--algo is a preset of
---schedule, --loss and --baseline), and the policy's and sampling's flags from rollout.PolicyArgs and
-rollout.SamplingArgs (eval.py shares those): each flag's default and help are written once, where it is used.
-support/run_files.py holds what surrounds the loop: flags and config files in, the run folder and metrics out,
-resume.
+Args is the whole configuration. It inherits the method's knobs from seeupo.SweepConfig (--algo is a preset
+of --schedule, --loss and --baseline), and the policy's and sampling's flags from rollout.PolicyArgs and
+rollout.SamplingArgs (eval.py shares those): each flag's default and help are written once, where it is
+used. support/run_files.py holds what surrounds the loop: flags and config files in, the run folder and
+metrics out, resume.
 
-Flags can come from a YAML or JSON file, given first (or as --config FILE, TRL's spelling); flags typed after it
-override its values. configs/ holds presets; a run's own args.json is one too:
+Flags can come from a YAML or JSON file, given first (or as --config FILE, TRL's spelling); flags typed after
+it override its values. configs/ holds presets; a run's own args.json is one too:
   accelerate launch train.py configs/workshop.yaml --steps 10
   accelerate launch train.py runs/default/args.json --out runs/again       # the same run again
 
 Everything a run writes is in --out DIR:
   args.json       the run's flags (train.py loads it as above)
-  metrics.jsonl   one JSON object per training step (step, reward_mean, success_rate, world_size, entropy, ...)
-                  and one per held-out evaluation (step, eval_success_rate, ...): the record of the run;
+  metrics.jsonl   one JSON object per training step (step, reward_mean, success_rate, world_size, entropy,
+                  ...) and one per held-out evaluation (step, eval_success_rate, ...): the record of the run;
                   --report_to tensorboard|wandb|trackio also sends these numbers to Accelerate's tracker
                   (tensorboard: DIR/seeupo/; turn_stats flattened to turn_stats/0/kl, ...)
   adapter/        the final LoRA adapter (save_pretrained; PeftModel.from_pretrained loads it)
@@ -41,8 +41,10 @@ from typing import Literal
 
 import psutil
 import torch
-import transformers  # (transformers.get_scheduler, not imported by name: that would load bitsandbytes, via peft,
-from accelerate import Accelerator  # before load_policy() quiets its start-up warning)
+# transformers.get_scheduler, not imported by name: that would load bitsandbytes, via peft, before
+# load_policy() quiets its start-up warning
+import transformers
+from accelerate import Accelerator
 from tqdm import tqdm
 
 import seeupo
@@ -53,20 +55,24 @@ from support import run_files, tiny
 from support.user_env import EnvArgs, resolve_env
 
 
+# its own flags + the method's, sampling's, policy's and env's
 @dataclass
-class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs, EnvArgs):  # + the method's, sampling's, policy's, env's flags
-    model: str = knob("tiny", "policy: tiny or tiny-qwen (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) or a folder")
-    baseline_samples: Literal["episode", "turn"] = knob("episode", "--schedule all trains on one sample per episode, "
-                                                       "or one per turn (the authors' baselines)")
+class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs, EnvArgs):
+    model: str = knob("tiny", "policy: tiny or tiny-qwen (embedded, offline), a Hub name (Qwen/Qwen3-0.6B) "
+                              "or a folder")
+    baseline_samples: Literal["episode", "turn"] = knob("episode", "--schedule all trains on one sample per "
+                                                       "episode, or one per turn (the authors' baselines)")
     steps: int = knob(40, "training steps")
     tasks_per_step: int = knob(16, "tasks per step (split over processes; whole groups stay on one)")
     group_size: int = knob(8, "G: episodes per task; advantages are relative to the group's mean")
     lr: float = knob(1e-3, "AdamW learning rate of the adapter (tiny default; real Qwen + LoRA: ~1e-5)")
-    lr_scheduler_type: Literal["linear", "constant"] = knob("linear", "lr schedule over --steps (linear: to 0 at the "
-                                                                      "end)")
-    optimizer_state: Literal["shared", "per_turn"] = knob("shared", "the sweep's AdamW moments: one set shared by all "
-                                                         "turns, or one per turn index (each turn's update its own)")
-    eval_every: int = knob(10, "held-out evaluation every N steps (and at the start and the end; 0: only those)")
+    lr_scheduler_type: Literal["linear", "constant"] = knob("linear", "lr schedule over --steps (linear: "
+                                                                      "to 0 at the end)")
+    optimizer_state: Literal["shared", "per_turn"] = knob("shared", "the sweep's AdamW moments: one set "
+                                                         "shared by all turns, or one per turn index (each "
+                                                         "turn's update its own)")
+    eval_every: int = knob(10, "held-out evaluation every N steps (and at the start and the end; 0: only "
+                               "those)")
     eval_tasks: int = knob(128, "held-out tasks per evaluation")
     eval_samples: int = knob(2, "episodes per held-out task")
     save_every: int = knob(10, "checkpoint every N steps (and at the end; 0: only there)")
@@ -77,17 +83,20 @@ class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs, EnvArgs):  # + the meth
     seed: int = knob(0, "seed of everything (the tiny model too)")
     cpu_threads: int = knob(0, "torch threads per process on a CPU (0: physical cores / processes)")
     report_to: Literal["none", "tensorboard", "wandb", "trackio"] = knob(
-        "none", "also send metrics.jsonl's numbers to this tracker, through Accelerate's (tensorboard: OUT/seeupo/)")
+        "none", "also send metrics.jsonl's numbers to this tracker, through Accelerate's (tensorboard: "
+                "OUT/seeupo/)")
 
 
 def parse_args(argv=None):
-    """Args from the command line (or argv), after a config file's values; see support/run_files.parse_args."""
+    """Args from the command line (or argv), after a config file's values; see
+    support/run_files.parse_args."""
     return run_files.parse_args(Args, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)  # Args is a seeupo.SweepConfig: sweep() reads the method's knobs from it
-    accelerator = Accelerator(log_with=None if args.report_to == "none" else args.report_to, project_dir=args.out)
+    accelerator = Accelerator(log_with=None if args.report_to == "none" else args.report_to,
+                              project_dir=args.out)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     set_up_processes(args, accelerator)
     run = run_files.Run(accelerator, args.out)
@@ -95,20 +104,23 @@ def main(argv=None):
     loaded = resolve_env(args, need_random_action=args.model == "tiny")  # built-in or yours, checked
     env_factory, env = loaded.factory, loaded.factory()  # the factory: a fresh environment per episode
     train_tasks, test_tasks = loaded.train_tasks, loaded.test_tasks[: args.eval_tasks]
-    with accelerator.main_process_first():  # rank 0 builds an embedded model's cache, the others then read it
+    # rank 0 builds an embedded model's cache, the others then read it
+    with accelerator.main_process_first():
         base = tiny.build(args.model, args.seed, loaded) if args.model in tiny.EMBEDDED else args.model
         policy = load_policy(base, args, seed=args.seed, device=device,
                              adapter=checkpoint and os.path.join(checkpoint, "adapter"))
     check_context(policy, env, train_tasks[0], args)
-    # One AdamW, or one per turn index (each turn's update with its own moments). No accelerator.prepare(): the
-    # sweep sums the gradients over processes itself (support/sweep_tools.py), and load_policy() placed the model.
+    # One AdamW, or one per turn index (each turn's update with its own moments). No
+    # accelerator.prepare(): the sweep sums the gradients over processes itself (support/sweep_tools.py),
+    # and load_policy() placed the model.
     trainable = [p for p in policy.model.parameters() if p.requires_grad]
     optimizers = [torch.optim.AdamW(trainable, lr=args.lr)
                   for _ in range(env.max_turns if args.optimizer_state == "per_turn" else 1)]
     schedulers = [transformers.get_scheduler(args.lr_scheduler_type, o, num_warmup_steps=0,
                                              num_training_steps=args.steps) for o in optimizers]
     accelerator.register_for_checkpointing(*optimizers, *schedulers)
-    start = run.start(args, checkpoint)  # the step to go on from (a checkpoint's optimizer, lr and RNG loaded)
+    # the step to go on from (a checkpoint's optimizer, lr and RNG loaded)
+    start = run.start(args, checkpoint)
 
     def reduce_sum(x):
         return accelerator.reduce(x, reduction="sum") if world > 1 else x
@@ -124,21 +136,25 @@ def main(argv=None):
                disable=not accelerator.is_main_process, dynamic_ncols=True)
     for step in bar:
         torch_seed, tasks_seed, sweep_seed = step_seeds(args.seed, step, rank)
-        torch.manual_seed(torch_seed)  # a step's draws depend on the seed and the step alone: --resume is exact
+        # a step's draws depend on the seed and the step alone: --resume is exact
+        torch.manual_seed(torch_seed)
         tasks = random.Random(tasks_seed).sample(train_tasks, min(args.tasks_per_step, len(train_tasks)))
         t0 = time.time()
-        episodes = rollout(policy, env_factory, tasks[rank::world], args.group_size, args)  # G episodes per task
+        # G episodes per task
+        episodes = rollout(policy, env_factory, tasks[rank::world], args.group_size, args)
         t1 = time.time()
-        rewards, groups = torch.tensor([e.reward for e in episodes]), torch.tensor([e.group for e in episodes])
-        advantages = seeupo.grae_advantages(rewards, groups, args.std_norm, args.batch_norm, reduce_sum=reduce_sum,
-                                            leave_one_out=args.baseline == "loo")
-        samples = turn_samples(episodes, whole_episode=args.schedule == "all" and args.baseline_samples == "episode")
-        stats = seeupo.sweep(Remembered(policy), optimizers, samples, advantages.to(device), args, env.max_turns,
-                             sweep_seed, reduce_sum)
+        rewards, groups = (torch.tensor([e.reward for e in episodes]),
+                           torch.tensor([e.group for e in episodes]))
+        advantages = seeupo.grae_advantages(rewards, groups, args.std_norm, args.batch_norm,
+                                            reduce_sum=reduce_sum, leave_one_out=args.baseline == "loo")
+        samples = turn_samples(episodes,
+                               whole_episode=args.schedule == "all" and args.baseline_samples == "episode")
+        stats = seeupo.sweep(Remembered(policy), optimizers, samples, advantages.to(device), args,
+                             env.max_turns, sweep_seed, reduce_sum)
         for scheduler in schedulers:
             scheduler.step()  # one lr per training step, whatever the number of optimizer steps in the sweep
-        record = {"step": step + 1, **step_metrics(episodes, advantages, groups, stats, accelerator, env.max_turns,
-                                                   t1 - t0, time.time() - t1)}
+        record = {"step": step + 1, **step_metrics(episodes, advantages, groups, stats, accelerator,
+                                                   env.max_turns, t1 - t0, time.time() - t1)}
         run.log(record)
         if args.eval_every and (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             last_eval = held_out(step + 1)
@@ -149,48 +165,57 @@ def main(argv=None):
 
 
 def step_seeds(seed, step, rank):
-    """A step's seeds, from the run's seed and the step alone: torch's generator (sampling; each process its own),
-    the tasks' draw and the sweep's (its random order and minibatch splits; both the same on every process)."""
+    """A step's seeds, from the run's seed and the step alone: torch's generator (sampling; each process its
+    own), the tasks' draw and the sweep's (its random order and minibatch splits; both the same on every
+    process)."""
     return seed * 1_000_003 + step * 1009 + rank, f"{seed}-{step}", seed * 7919 + step
 
 
 def show(bar, args, record, last_eval, episode, tokenizer, run, main_process):
-    """The progress bar's numbers, a line per step, and every --show_every steps one sampled episode (rank 0's
-    first, as trained on: the policy's tokens, the only ones that carry loss, between >>> and <<<)."""
+    """The progress bar's numbers, a line per step, and every --show_every steps one sampled episode (rank
+    0's first, as trained on: the policy's tokens, the only ones that carry loss, between >>> and <<<)."""
     bar.set_postfix(reward=f"{record['reward_mean']:.2f}", held_out=f"{last_eval:.2f}")
     if main_process:
-        bar.write(f"step {record['step']:4d}  reward {record['reward_mean']:.3f}  success {record['success_rate']:.3f}  "
+        bar.write(f"step {record['step']:4d}  reward {record['reward_mean']:.3f}  "
+                  f"success {record['success_rate']:.3f}  "
                   f"zero_adv_groups {record['zero_adv_group_frac']:.2f}  M {record['correction_mean']:.3f}"
-                  f"+-{record['correction_std']:.3f}  kl {record['kl']:.4f}  entropy {record['entropy']:.3f}  "
+                  f"+-{record['correction_std']:.3f}  kl {record['kl']:.4f}  "
+                  f"entropy {record['entropy']:.3f}  "
                   f"turns {record['turns_mean']:.2f}  {record['step_seconds']:.1f}s")
     if args.show_every and record["step"] % args.show_every == 0:
         text = transcript(episode, tokenizer)
-        bar.write(f"--- step {record['step']}: a sampled episode (>>> policy tokens <<< carry the loss) ---\n{text}")
-        run.log({"step": record["step"], "task": episode.task, "reward": episode.reward, "success": episode.success,
-                 "transcript": text}, run.samples)
+        bar.write(f"--- step {record['step']}: a sampled episode (>>> policy tokens <<< carry the loss) ---"
+                  f"\n{text}")
+        run.log({"step": record["step"], "task": episode.task, "reward": episode.reward,
+                 "success": episode.success, "transcript": text}, run.samples)
 
 
 def set_up_processes(args, accelerator):
     """Threads per process on a CPU, and one line where the launch went wrong."""
     world = accelerator.num_processes
-    if accelerator.device.type == "cpu":  # `accelerate launch` sets OMP_NUM_THREADS=1: half the speed on 2 cores
+    # `accelerate launch` sets OMP_NUM_THREADS=1, too few on a CPU (docs/performance.md)
+    if accelerator.device.type == "cpu":
         torch.set_num_threads(args.cpu_threads or max(1, (psutil.cpu_count(logical=False) or 1) // world))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != world:
-        raise SystemExit(f"error: launched as {launched} processes but accelerate sees {world}; on a CPU machine use "
-                         f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {launched} train.py")
+        raise SystemExit(f"error: launched as {launched} processes but accelerate sees {world}; on a CPU "
+                         f"machine use ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes "
+                         f"{launched} train.py")
     if args.tasks_per_step % world:
-        raise SystemExit(f"error: --tasks_per_step {args.tasks_per_step} must be a multiple of the {world} processes")
+        raise SystemExit(f"error: --tasks_per_step {args.tasks_per_step} must be a multiple of the {world} "
+                         f"processes")
 
 
 def step_metrics(episodes, advantages, groups, stats, accelerator, max_turns, rollout_s, train_s):
     """One step's metrics over all processes' episodes (gathered), and the sweep's statistics."""
-    columns = {"reward": lambda e: e.reward, "success": lambda e: e.success, "truncated": lambda e: e.truncated,
+    columns = {"reward": lambda e: e.reward, "success": lambda e: e.success,
+               "truncated": lambda e: e.truncated,
                "malformed": lambda e: e.malformed, "unterminated": lambda e: e.unterminated,
                "turns": lambda e: len(e.turn_spans),
                "policy_tokens": lambda e: sum(end - start for start, end in e.turn_spans)}
-    per_episode = torch.tensor([[read(e) for read in columns.values()] for e in episodes], dtype=torch.float64)
-    # a group whose advantages are all zero carries no signal (all equal rewards: too easy, too hard, truncated)
+    per_episode = torch.tensor([[read(e) for read in columns.values()] for e in episodes],
+                               dtype=torch.float64)
+    # a group whose advantages are all zero carries no signal (equal rewards: too easy, too hard, truncated)
     zero_groups = torch.tensor([[float((advantages[groups == g] == 0).all()), 1.0] for g in groups.unique()])
     # per turn index: the sum of the sampling distribution's entropy over the sampled tokens, and their count
     entropy = torch.zeros(max_turns, 2, dtype=torch.float64)

@@ -1,15 +1,16 @@
 """What train.py reads and writes around its loop: flags and config files in, the run folder out.
 
   parse_args(Args, argv)  the flags, after those of a YAML or JSON config file (`train.py FILE [flags]` or
-                          `--config FILE`, TRL's spelling): typed flags override the file's, argparse checks
-                          both alike; an unknown flag names the right one (TRL's names, close matches); rules
-                          that span flags end in one line naming the fix
-  Run(accelerator, out)   the run folder: which checkpoint to resume (check_resume: with the flags the run was
-                          started with, or stop in one line), metrics.jsonl and samples.jsonl (appended;
+                          `--config FILE`, TRL's spelling): typed flags override the file's, argparse
+                          checks both alike; an unknown flag names the right one (TRL's names, close
+                          matches); rules that span flags end in one line naming the fix
+  Run(accelerator, out)   the run folder: which checkpoint to resume (check_resume: with the flags the run
+                          was started with, or stop in one line), metrics.jsonl and samples.jsonl (appended;
                           --report_to mirrors the metrics to Accelerate's tracker), the checkpoint (replaced
                           atomically), rewinding the lines a killed run wrote after its last checkpoint
 
-How it connects: train.py holds Args (the whole configuration) and the loop; nothing else imports this file.
+How it connects: train.py holds Args (the whole configuration) and the loop; nothing else imports this
+file.
 """
 
 import argparse
@@ -30,16 +31,18 @@ from support.plots import plot_runs
 # the tracker packages that --report_to needs (tensorboard is in requirements.txt)
 TRACKERS = {"tensorboard": "tensorboard==2.21.0", "wandb": "wandb", "trackio": "trackio"}
 # TRL's names (GRPOConfig, ModelConfig) of flags that have another name here: an unknown flag names ours
-TRL_NAMES = {"learning_rate": "lr", "max_steps": "steps", "output_dir": "out", "num_generations": "group_size",
-             "beta": "kl_coef", "epsilon": "clip_low", "epsilon_high": "clip_high", "num_iterations": "ppo_epochs",
-             "max_completion_length": "max_new_tokens", "model_name_or_path": "model", "load_in_4bit": "qlora",
+TRL_NAMES = {"learning_rate": "lr", "max_steps": "steps", "output_dir": "out",
+             "num_generations": "group_size", "beta": "kl_coef", "epsilon": "clip_low",
+             "epsilon_high": "clip_high", "num_iterations": "ppo_epochs",
+             "max_completion_length": "max_new_tokens", "model_name_or_path": "model",
+             "load_in_4bit": "qlora",
              "eval_steps": "eval_every", "save_steps": "save_every", "resume_from_checkpoint": "resume",
              "importance_sampling_level": "loss"}  # TRL's token | sequence: here --loss grpo | gspo
 CONFIG_FILES = (".yaml", ".yml", ".json")
 # what --resume may change: where and how the run reports and how long it goes on, never what it trains
-RESUME_MAY_CHANGE = {"steps", "out", "resume", "cpu_threads", "report_to", "eval_every", "save_every", "show_every",
-                     "plot"}
-# args.json's record-only key, not a flag (a config file's copy of it is skipped): the steps the run resumed from
+RESUME_MAY_CHANGE = {"steps", "out", "resume", "cpu_threads", "report_to", "eval_every", "save_every",
+                     "show_every", "plot"}
+# args.json's record-only key, not a flag (skipped in a config file): the steps the run resumed from
 RECORD_ONLY = {"resumed_from"}
 
 
@@ -48,7 +51,8 @@ def unknown(name, Args):
     if name in TRL_NAMES:
         return f"unknown flag --{name}: TRL's name; here it is --{TRL_NAMES[name]}"
     close = difflib.get_close_matches(name, [f.name for f in fields(Args)], n=1)
-    return f"unknown flag --{name}" + (f"; did you mean --{close[0]}?" if close else " (train.py --help lists them)")
+    return f"unknown flag --{name}" + (f"; did you mean --{close[0]}?" if close
+                                       else " (train.py --help lists them)")
 
 
 def config_flags(path, Args):
@@ -75,7 +79,8 @@ def config_flags(path, Args):
 
 
 def parse_args(Args, argv=None):
-    """The flags, after those of a config file: `train.py FILE [flags]` or `train.py [flags] --config FILE`."""
+    """The flags, after those of a config file: `train.py FILE [flags]` or `train.py [flags] --config
+    FILE`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     config.add_argument("--config")
@@ -83,14 +88,16 @@ def parse_args(Args, argv=None):
     if file.config is None and argv and argv[0].endswith(CONFIG_FILES):
         file.config, argv = argv[0], argv[1:]
     flags = config_flags(file.config, Args) if file.config else []
-    parser = HfArgumentParser(Args, description="Flags may follow a YAML or JSON file of them (train.py FILE [flags], "
-                                                "or --config FILE): the typed flags override the file's values.")
+    parser = HfArgumentParser(Args, description="Flags may follow a YAML or JSON file of them (train.py FILE "
+                                                "[flags], or --config FILE): the typed flags override the "
+                                                "file's values.")
     try:
         args, rest = parser.parse_args_into_dataclasses(flags + argv, return_remaining_strings=True)
-    except ValueError as e:  # seeupo.SweepConfig's checks: a preset or knob that does not exist, a contradiction
+    except ValueError as e:  # SweepConfig's checks: a preset or knob that does not exist, a contradiction
         raise SystemExit(f"error: {e}")
     if rest:
-        raise SystemExit(f"error: {unknown(rest[0].split('=')[0].lstrip('-'), Args)}" if rest[0].startswith("--")
+        raise SystemExit(f"error: {unknown(rest[0].split('=')[0].lstrip('-'), Args)}"
+                         if rest[0].startswith("--")
                          else f"error: unexpected argument {rest[0]!r} (a config file goes first)")
     sweep = args.schedule == "sweep"
     problems = [
@@ -102,10 +109,12 @@ def parse_args(Args, argv=None):
         args.max_new_tokens >= args.max_context and "--max_context must be larger than --max_new_tokens",
         (args.minibatches < 1 or args.ppo_epochs < 1) and "--minibatches and --ppo_epochs must be >= 1",
         not sweep and args.optimizer_state != "shared"
-        and "--optimizer_state per_turn belongs to --schedule sweep (all turns at once take one update a step)",
+        and "--optimizer_state per_turn belongs to --schedule sweep (all turns at once take one update a "
+            "step)",
         sweep and args.baseline_samples != "episode"
         and "--baseline_samples belongs to --schedule all (the baselines --algo gspo, grpo, reinforce)",
-        args.plot and not importlib.util.find_spec("matplotlib") and "--plot needs: pip install matplotlib==3.11.2",
+        args.plot and not importlib.util.find_spec("matplotlib")
+        and "--plot needs: pip install matplotlib==3.11.2",
         args.report_to != "none" and not importlib.util.find_spec(args.report_to)
         and f"--report_to {args.report_to} needs: pip install {TRACKERS[args.report_to]}",
     ]
@@ -116,7 +125,8 @@ def parse_args(Args, argv=None):
 
 
 def numbers(record, prefix=""):
-    """A metrics line as the flat {name: number} that trackers take: turn_stats {"0": {"kl": ..}} -> turn_stats/0/kl."""
+    """A metrics line as the flat {name: number} that trackers take: turn_stats {"0": {"kl": ..}} ->
+    turn_stats/0/kl."""
     out = {}
     for key, value in record.items():
         if isinstance(value, dict):
@@ -127,7 +137,8 @@ def numbers(record, prefix=""):
 
 
 class Run:
-    """The files of --out: metrics.jsonl and samples.jsonl (appended), the checkpoint (replaced atomically)."""
+    """The files of --out: metrics.jsonl and samples.jsonl (appended), the checkpoint (replaced
+    atomically)."""
 
     def __init__(self, accelerator, out):
         self.accelerator, self.out = accelerator, out
@@ -143,12 +154,13 @@ class Run:
                 self.accelerator.log(numbers(record), step=record["step"])
 
     def to_resume(self, args):
-        """The checkpoint that --resume continues, or None for a new run (its folder made). A folder that holds a
-        run, without --resume, or a resume with changed flags, stops in one line; a changed --steps prints a note."""
+        """The checkpoint that --resume continues, or None for a new run (its folder made). A folder that
+        holds a run, without --resume, or a resume with changed flags, stops in one line; a changed --steps
+        prints a note."""
         checkpoint = self.latest()
         if checkpoint and not args.resume:
-            raise SystemExit(f"error: {self.out} already holds a run; pass --resume to continue it, or choose another "
-                             f"--out")
+            raise SystemExit(f"error: {self.out} already holds a run; pass --resume to continue it, "
+                             f"or choose another --out")
         note = check_resume(args) if checkpoint else None
         if self.accelerator.is_main_process and (note or args.resume and not checkpoint):
             print(note or f"no checkpoint in {self.out}: starting from step 0")
@@ -156,10 +168,11 @@ class Run:
         return checkpoint
 
     def start(self, args, checkpoint):
-        """A new run empties its files; a resumed one loads its checkpoint's state (optimizers, lr schedules, RNG)
-        and drops what was written after it. Either way args.json records the flags (a resumed run's new --steps
-        too: a copy of it starts the run again) and "resumed_from", the checkpoint steps that invocations of this
-        run resumed from ([]: never resumed); the trackers start. Returns the step to go on from."""
+        """A new run empties its files; a resumed one loads its checkpoint's state (optimizers, lr schedules,
+        RNG) and drops what was written after it. Either way args.json records the flags (a resumed run's new
+        --steps too: a copy of it starts the run again) and "resumed_from", the checkpoint steps that
+        invocations of this run resumed from ([]: never resumed); the trackers start. Returns the step to go
+        on from."""
         step = 0
         if checkpoint:
             self.accelerator.load_state(checkpoint)
@@ -174,13 +187,15 @@ class Run:
             resumed = held.get("resumed_from", []) + [step] if checkpoint else []
             with open(path, "w") as f:
                 json.dump({**asdict(args), "resume": False, "resumed_from": resumed}, f, indent=1)
-        name = os.path.basename(os.path.normpath(self.out))  # the run's name in wandb and trackio (project: seeupo)
+        # the run's name in wandb and trackio (project: seeupo)
+        name = os.path.basename(os.path.normpath(self.out))
         self.accelerator.init_trackers("seeupo", config=asdict(args), init_kwargs={
             "wandb": {"name": name, "dir": self.out}, "trackio": {"name": name}})
         return step
 
     def finish(self, policy, held_out, plot):
-        """The final adapter (PeftModel.from_pretrained loads it), and the plot if asked; the trackers closed."""
+        """The final adapter (PeftModel.from_pretrained loads it), and the plot if asked; the trackers
+        closed."""
         if self.accelerator.is_main_process:
             policy.model.save_pretrained(os.path.join(self.out, "adapter"))
             print(f"held-out success {held_out:.3f}; adapter in {os.path.join(self.out, 'adapter')}")
@@ -231,10 +246,10 @@ class Run:
 
 
 def check_resume(args):
-    """--resume continues the run in --out with the flags it was started with: a changed lr, env, algorithm, ...
-    would make one run of two settings, so it is refused in one line. --steps may change (at a constant lr the
-    result is exactly a run of the new length: a step's draws depend on the seed and step alone). Returns a note
-    for a changed --steps under a decaying lr schedule."""
+    """--resume continues the run in --out with the flags it was started with: a changed lr, env, algorithm,
+    ... would make one run of two settings, so it is refused in one line. --steps may change (at a constant
+    lr the result is exactly a run of the new length: a step's draws depend on the seed and step alone).
+    Returns a note for a changed --steps under a decaying lr schedule."""
     path = os.path.join(args.out, "args.json")
     held = json.load(open(path)) if os.path.exists(path) else {}
     method = {f.name for f in fields(seeupo.SweepConfig)}  # older runs wrote "" for a knob their --algo set
@@ -242,9 +257,10 @@ def check_resume(args):
     changed = [k for k, v in asdict(args).items() if held.get(k, v) != v and k not in RESUME_MAY_CHANGE]
     if changed:
         k = changed[0]
-        raise SystemExit(f"error: {args.out} was run with --{k} {held[k]} (now {getattr(args, k)}); --resume keeps "
-                         f"a run's flags: train.py {path} --resume, or choose another --out")
+        raise SystemExit(f"error: {args.out} was run with --{k} {held[k]} (now {getattr(args, k)}); --resume "
+                         f"keeps a run's flags: train.py {path} --resume, or choose another --out")
     if held.get("steps", args.steps) != args.steps and args.lr_scheduler_type != "constant":
-        return (f"note: --steps {held['steps']} -> {args.steps}: the {args.lr_scheduler_type} lr schedule is laid "
-                f"over the new length from here on (at --lr_scheduler_type constant a longer run is exact)")
+        return (f"note: --steps {held['steps']} -> {args.steps}: the {args.lr_scheduler_type} lr schedule is "
+                f"laid over the new length from here on "
+                f"(at --lr_scheduler_type constant a longer run is exact)")
     return None

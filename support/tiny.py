@@ -1,27 +1,31 @@
-"""The two embedded models, `tiny` and `tiny-qwen`: built offline once, then cached (~/.cache/seeupo, or SEEUPO_CACHE).
+"""The two embedded models, `tiny` and `tiny-qwen`: built offline once, then cached (~/.cache/seeupo, or
+SEEUPO_CACHE).
 
-`tiny` is a 0.36M-parameter, 2-layer Qwen3 (random init from the seed) with a small BPE tokenizer trained in code
-and a Qwen-style (ChatML) chat template; `tiny-qwen` is the same model with Qwen's own tokenizer and Qwen3 template
-(qwen_offline.py writes them). Both are WARMED UP with a language-model loss on whole transcripts of episodes of
-uniformly random well-formed actions on the toy environments' training tasks -- the format, never a reward nor a
-held-out task -- so that, like an instruct model, they speak the action format (and copy from their context) but
-know no strategy. Measurements of the recipe: docs/default.md.
+`tiny` is a 0.36M-parameter, 2-layer Qwen3 (random init from the seed) with a small BPE tokenizer trained in
+code and a Qwen-style (ChatML) chat template; `tiny-qwen` is the same model with Qwen's own tokenizer and
+Qwen3 template (qwen_offline.py writes them). Both are WARMED UP with a language-model loss on whole
+transcripts of episodes of uniformly random well-formed actions on the toy environments' training tasks --
+the format, never a reward nor a held-out task -- so that, like an instruct model, they speak the action
+format (and copy from their context) but know no strategy. Measurements of the recipe: docs/default.md.
 
-  build(name, seed, env)   what train.py and eval.py call for --model tiny / tiny-qwen: the cached folder, built
-                        first if need be (minutes, with a progress bar). With `env` (a class of yours, a LoadedEnv
-                        with a digest) `tiny` is the default model plus call_tokens(its tools), warmed up further on
-                        its random actions (ENV_WARMUP), interleaved with the default's environments
-  warm_up(...)          the one warm-up loop both models train with (only their loss differs: tiny's is a plain
-                        next-token loss, tiny-qwen's the exact full-vocabulary one at the cost of the shown tokens)
-  recipe_key(name)      the cache folder's name: a hash of what shapes the model -- this file's code (the configs,
-                        tokenizer, template and warm-up settings), the toy environments' data as the warm-up sees
-                        it -- never comments or docstrings (loaded_env.code_text)
-  tiny_tokenizer(seed), tiny_model(tokenizer, seed)   the BPE tokenizer and the random-init Qwen3 (the tests use them)
+  build(name, seed, env)   what train.py and eval.py call for --model tiny / tiny-qwen: the cached folder,
+                        built first if need be (minutes, with a progress bar). With `env` (a class of yours, a
+                        LoadedEnv with a digest) `tiny` is the default model plus call_tokens(its tools),
+                        warmed up further on its random actions (ENV_WARMUP), interleaved with the default's
+                        environments
+  warm_up(...)          the one warm-up loop both models train with (only their loss differs: tiny's is a
+                        plain next-token loss, tiny-qwen's the exact full-vocabulary one at the cost of the
+                        shown tokens)
+  recipe_key(name)      the cache folder's name: a hash of what shapes the model -- this file's code (the
+                        configs, tokenizer, template and warm-up settings), the toy environments' data as the
+                        warm-up sees it -- never comments or docstrings (loaded_env.code_text)
+  tiny_tokenizer(seed), tiny_model(tokenizer, seed)   the BPE tokenizer and the random-init Qwen3 (the tests
+                        use them)
   ScriptedPolicy        stands in for a model in rollout(): the warm-up's random actor, and the tests' oracle
 
-How it connects: the folder loads with rollout.load_policy() like any local model (rollout.py never imports this
-file). The warm-up plays its random episodes through rollout.rollout() with a ScriptedPolicy and scores them
-through rollout.Policy, so the model sees exactly the token sequences that RL will produce.
+How it connects: the folder loads with rollout.load_policy() like any local model (rollout.py never imports
+this file). The warm-up plays its random episodes through rollout.rollout() with a ScriptedPolicy and scores
+them through rollout.Policy, so the model sees exactly the token sequences that RL will produce.
 """
 
 import hashlib
@@ -33,7 +37,8 @@ import sys
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config,
+                          Qwen3ForCausalLM)
 
 import envs
 from rollout import END_OF_TURN, Actions, Policy, SamplingArgs, rollout
@@ -47,11 +52,11 @@ TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, 
                    tie_word_embeddings=False)  # tied, exchangeable tokens (lockers A-D) collapse together
 TINY_QWEN_CONFIG = TINY_CONFIG  # beside tiny, only the vocabulary, tokenizer and template differ
 TINY_WARMUP = dict(steps=800, episodes=32, lr=3e-3)  # copying from a reply appears late (docs/default.md)
-# a class of yours, from the default model: its format is new, copying is not; every other step rehearses the
-# default's environments, so that copying survives (bench/results/warmup_copy.md)
+# a class of yours, from the default model: its format is new, copying is not; every other step rehearses
+# the default's environments, so that copying survives (bench/results/warmup_copy.md)
 ENV_WARMUP = dict(steps=200, episodes=16, lr=3e-3)
-# ChatML as Qwen writes it: tools listed in the system turn (one line each, its name and its arguments' types or
-# enums: a JSON schema would be ~600 tokens of this tokenizer), tool calls and tool responses as text.
+# ChatML as Qwen writes it: tools listed in the system turn (one line each, its name and its arguments' types
+# or enums: a JSON schema would be ~600 tokens of this tokenizer), tool calls and tool responses as text.
 # (HF renders with trim_blocks: a newline right after a {% tag %} is dropped, hence the {{ '\\n' }}.)
 TINY_CHAT_TEMPLATE = (
     "{% if tools %}<|im_start|>system\n"
@@ -70,7 +75,8 @@ TINY_CHAT_TEMPLATE = (
     "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}<|im_end|>\n{% endif %}"
     "{% elif not (m.role == 'system' and tools and loop.first) %}"
     "<|im_start|>{{ m.role }}\n{{ m.content }}"
-    "{% for call in m.tool_calls or [] %}{{ '\\n' }}<tool_call>\n{{ call.function | tojson }}\n</tool_call>{% endfor %}"
+    "{% for call in m.tool_calls or [] %}{{ '\\n' }}<tool_call>\n{{ call.function | tojson }}\n</tool_call>"
+    "{% endfor %}"
     "<|im_end|>\n"
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -97,17 +103,19 @@ def tiny_tokenizer(seed=0):
     tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
     # words keep their leading space; a lone letter, every digit and every other character stand alone,
     # so "C" is the same token in "Code of C?", "get(C)" and "C has 2" (copying it is a real copy)
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(" ?[A-Za-z]{2,}|[A-Za-z0-9]|\\s|[^A-Za-z0-9\\s]"), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(" ?[A-Za-z]{2,}|[A-Za-z0-9]|\\s|[^A-Za-z0-9\\s]"),
+                                             behavior="isolated")
     tok.decoder = decoders.Fuse()
 
     def wrap():
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END_OF_TURN, pad_token="<|endoftext|>",
-                                            additional_special_tokens=specials)
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END_OF_TURN,
+                                            pad_token="<|endoftext|>", additional_special_tokens=specials)
         tokenizer.chat_template = TINY_CHAT_TEMPLATE
         return tokenizer
 
     render = wrap()  # rendering text needs no vocabulary yet
-    texts = [render.apply_chat_template(m, tokenize=False) for m in _random_conversations(300, random.Random(seed))]
+    texts = [render.apply_chat_template(m, tokenize=False)
+             for m in _random_conversations(300, random.Random(seed))]
     tok.train_from_iterator(texts, trainers.BpeTrainer(
         vocab_size=320, special_tokens=specials + ["<|unk|>"], show_progress=False,
         initial_alphabet=["\n"] + [chr(c) for c in range(32, 127)]))
@@ -134,28 +142,29 @@ class ScriptedPolicy(Policy):
 
 
 def build(name, seed=0, env=None, log=print):
-    """--model tiny or tiny-qwen as a folder, built first if it is not cached (minutes, a progress bar). env: the
-    LoadedEnv of --env; a class of yours (a digest) gets the tiny model warmed up on it too."""
+    """--model tiny or tiny-qwen as a folder, built first if it is not cached (minutes, a progress bar). env:
+    the LoadedEnv of --env; a class of yours (a digest) gets the tiny model warmed up on it too."""
     if name == "tiny-qwen":
         return build_tiny_qwen(seed, log)
     return build_tiny(seed, env if env is not None and env.digest else None, log)
 
 
 def default_draw(rng, episodes):
-    """draw(step) of the default warm-up: the environments of envs.ENVS in turn, `episodes` training tasks of one
-    (an environment with fewer tasks than that: drawn with replacement)."""
+    """draw(step) of the default warm-up: the environments of envs.ENVS in turn, `episodes` training tasks of
+    one (an environment with fewer tasks than that: drawn with replacement)."""
     names = list(envs.ENVS)
 
     def draw(step):
         env_cls = envs.ENVS[names[step % len(names)]]
         tasks = env_cls.tasks("train")
-        return env_cls, rng.sample(tasks, episodes) if len(tasks) >= episodes else rng.choices(tasks, k=episodes)
+        return env_cls, (rng.sample(tasks, episodes) if len(tasks) >= episodes
+                         else rng.choices(tasks, k=episodes))
     return draw
 
 
 def warmup_batches(tokenizer, draw, steps, sampling, rng, chat_kwargs=None):
-    """The warm-up's data: for each step, draw(step)'s (environment factory, tasks) played with uniformly random
-    well-formed actions through rollout(), as RL will play them."""
+    """The warm-up's data: for each step, draw(step)'s (environment factory, tasks) played with uniformly
+    random well-formed actions through rollout(), as RL will play them."""
     random_actor = ScriptedPolicy(tokenizer, lambda episode: episode.env.random_action(rng), chat_kwargs)
     for step in range(steps):
         factory, tasks = draw(step)
@@ -163,8 +172,9 @@ def warmup_batches(tokenizer, draw, steps, sampling, rng, chat_kwargs=None):
 
 
 def environments_fingerprint(episodes=4):
-    """The toy environments as the default warm-up sees them, as data: each one's name, tools and training tasks,
-    and a few episodes of random actions (so a change to a task generator, a reply or random_action counts)."""
+    """The toy environments as the default warm-up sees them, as data: each one's name, tools and training
+    tasks, and a few episodes of random actions (so a change to a task generator, a reply or random_action
+    counts)."""
     return [[[name, cls().tools, cls.tasks("train")] for name, cls in envs.ENVS.items()],
             list(_random_conversations(episodes, random.Random(0)))]
 
@@ -172,7 +182,8 @@ def environments_fingerprint(episodes=4):
 def recipe_key(name):
     """A hash of what shapes the embedded model `name`: this file's code without comments and docstrings (the
     configs, the tokenizer, the templates, the warm-up and its settings), the toy environments' data, and for
-    tiny-qwen qwen_offline.py's code, Qwen's BPE ranks and the transformers version whose converter reads them."""
+    tiny-qwen qwen_offline.py's code, Qwen's BPE ranks and the transformers version whose converter reads
+    them."""
     parts = [name, code_text(sys.modules[__name__]), environments_fingerprint()]
     if name == "tiny-qwen":
         import transformers
@@ -201,14 +212,15 @@ def tiny_model(tokenizer, seed=0):
     """The tiny Qwen3, randomly initialised from the seed (before its warm-up)."""
     torch.manual_seed(seed)
     return Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **TINY_CONFIG))
+                                        eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+                                        **TINY_CONFIG))
 
 
 def warm_up(params, batches, steps, lr, loss_of, desc):
-    """The warm-up of both embedded models, as pretraining would train them: AdamW on `params`, the lr decayed
-    linearly to 0 over `steps`, one optimizer step per batch of random episodes on loss_of(batch), a next-token loss
-    on their whole transcripts (predicting a reply, say "C has" after get(C), teaches in-context copying; the
-    actions are uniform noise). Returns the last step's loss."""
+    """The warm-up of both embedded models, as pretraining would train them: AdamW on `params`, the lr
+    decayed linearly to 0 over `steps`, one optimizer step per batch of random episodes on loss_of(batch), a
+    next-token loss on their whole transcripts (predicting a reply, say "C has" after get(C), teaches
+    in-context copying; the actions are uniform noise). Returns the last step's loss."""
     optimizer = torch.optim.AdamW(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 - k / max(steps, 1))
     loss = torch.tensor(float("nan"))
@@ -233,14 +245,15 @@ def next_token_loss(policy):
 
 
 def env_warm_up(model, tokenizer, env, rng, rehearse=True):
-    """ENV_WARMUP on a class of yours (a LoadedEnv), every other step on the default's own environments unless
-    rehearse=False (bench/warmup_copy.py's ablation). Returns the last step's loss."""
+    """ENV_WARMUP on a class of yours (a LoadedEnv), every other step on the default's own environments
+    unless rehearse=False (bench/warmup_copy.py's ablation). Returns the last step's loss."""
     rehearsal = default_draw(rng, ENV_WARMUP["episodes"])
 
     def draw(step):  # every other step the default's own environments: the model keeps what it could do
         if rehearse and step % 2:
             return rehearsal(step // 2)
-        return env.factory, rng.choices(env.train_tasks, k=ENV_WARMUP["episodes"])  # a file may hold few rows
+        # a file may hold few rows
+        return env.factory, rng.choices(env.train_tasks, k=ENV_WARMUP["episodes"])
     steps = (2 if rehearse else 1) * ENV_WARMUP["steps"]
     sampling = SamplingArgs(max_new_tokens=1024, max_context=4096)  # a turn is never cut here
     return warm_up(model.parameters(), warmup_batches(tokenizer, draw, steps, sampling, rng), steps,
@@ -248,10 +261,11 @@ def env_warm_up(model, tokenizer, env, rng, rehearse=True):
 
 
 def call_tokens(tools):
-    """The tokens a user environment's tiny model adds to the default one's: the tool-call tags (Qwen has them
-    as tokens too) and, from the tools' schemas, each tool's call opening and each argument's key as json.dumps
-    writes them, and the closing. The default BPE splits JSON at every quote and brace (63 tokens for one call
-    of lookup_trl's get(locker); 7 with these), and its merges cannot be retrained without a new model."""
+    """The tokens a user environment's tiny model adds to the default one's: the tool-call tags (Qwen has
+    them as tokens too) and, from the tools' schemas, each tool's call opening and each argument's key as
+    json.dumps writes them, and the closing. The default BPE splits JSON at every quote and brace (63 tokens
+    for one call of lookup_trl's get(locker); 7 with these), and its merges cannot be retrained without a new
+    model."""
     tokens = ["<tools>", "</tools>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
               "}}\n</tool_call>"]
     for tool in tools or []:
@@ -262,9 +276,9 @@ def call_tokens(tools):
 
 
 def build_tiny(seed, env=None, log=print):
-    """Create (or find in the cache) the warmed-up tiny model; returns its folder. env: a LoadedEnv of a class of
-    yours -- then the default model of this seed (built first if need be) with `call_tokens` added, warmed up
-    further on random episodes of that environment (env_warm_up)."""
+    """Create (or find in the cache) the warmed-up tiny model; returns its folder. env: a LoadedEnv of a class
+    of yours -- then the default model of this seed (built first if need be) with `call_tokens` added, warmed
+    up further on random episodes of that environment (env_warm_up)."""
     path = tiny_path(seed, env.digest if env else "")
     if os.path.exists(os.path.join(path, "config.json")):
         return path
@@ -274,14 +288,16 @@ def build_tiny(seed, env=None, log=print):
         tokenizer = tiny_tokenizer(seed)
         model = tiny_model(tokenizer, seed)
         steps = TINY_WARMUP["steps"]
-        batches = warmup_batches(tokenizer, default_draw(rng, TINY_WARMUP["episodes"]), steps, SamplingArgs(), rng)
-        loss = warm_up(model.parameters(), batches, steps, TINY_WARMUP["lr"], next_token_loss(Policy(model, tokenizer)),
-                       "warm-up of tiny")
+        batches = warmup_batches(tokenizer, default_draw(rng, TINY_WARMUP["episodes"]), steps, SamplingArgs(),
+                                 rng)
+        loss = warm_up(model.parameters(), batches, steps, TINY_WARMUP["lr"],
+                       next_token_loss(Policy(model, tokenizer)), "warm-up of tiny")
     else:
         base = build_tiny(seed, log=log)
         log(f"warming the tiny model up on {env.name} (once; cached in {path}) ...")
         tokenizer, model = AutoTokenizer.from_pretrained(base), Qwen3ForCausalLM.from_pretrained(base)
-        tokenizer.chat_template = TINY_CHAT_TEMPLATE  # (the default's, unless its folder was put there by hand)
+        # (the default's, unless its folder was put there by hand)
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
         add_tokens(model, tokenizer, call_tokens(env.factory().tools))
         loss = env_warm_up(model, tokenizer, env, rng)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -293,8 +309,8 @@ def build_tiny(seed, env=None, log=print):
 
 
 def build_tiny_qwen(seed=0, log=print):
-    """Create (or find in the cache) the tiny-qwen folder for this seed: qwen_offline.build at TINY_QWEN_CONFIG,
-    then warm_up_qwen; returns it."""
+    """Create (or find in the cache) the tiny-qwen folder for this seed: qwen_offline.build at
+    TINY_QWEN_CONFIG, then warm_up_qwen; returns it."""
     path = tiny_qwen_path(seed)
     if os.path.exists(os.path.join(path, "config.json")):
         return path
@@ -315,15 +331,15 @@ def _publish(tmp, path):
 
 def warm_up_qwen(path, seed=0, steps=None, log=print):
     """tiny's warm-up (the same random well-formed episodes, rendered with the Qwen3 template, thinking off as
-    train.py's default) on the folder's model, saved back. The loss is the exact log-softmax over all V columns at
-    the cost of a few hundred: the output rows of tokens the warm-up never shows are zero and held there, so their
-    logits are exactly 0 and their V - |S| terms of the softmax's sum are V - |S| times e^0. Only the embedding and
-    output rows of the tokens it shows (S) and the decoder train."""
+    train.py's default) on the folder's model, saved back. The loss is the exact log-softmax over all V
+    columns at the cost of a few hundred: the output rows of tokens the warm-up never shows are zero and held
+    there, so their logits are exactly 0 and their V - |S| terms of the softmax's sum are V - |S| times e^0.
+    Only the embedding and output rows of the tokens it shows (S) and the decoder train."""
     steps = TINY_WARMUP["steps"] if steps is None else steps
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
     rng = random.Random(seed)
-    batches = warmup_batches(tokenizer, default_draw(rng, TINY_WARMUP["episodes"]), steps, SamplingArgs(), rng,
-                             {"enable_thinking": False})
+    batches = warmup_batches(tokenizer, default_draw(rng, TINY_WARMUP["episodes"]), steps, SamplingArgs(),
+                             rng, {"enable_thinking": False})
     data = [[e.token_ids for e in episodes] for episodes in batches]  # all of it first, to know S
     S = torch.tensor(sorted({tokenizer.pad_token_id}.union(*(ids for batch in data for ids in batch))))
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -339,10 +355,12 @@ def warm_up_qwen(path, seed=0, steps=None, log=print):
     def loss_of(sequences):
         ids, attention, position_ids = batch(sequences)  # [B, L], left-padded
         rows = column[ids]
+        # [B, L-1, H]: predicts ids[:, 1:]
         hidden = decoder(inputs_embeds=shown_embed[rows], attention_mask=attention,
-                         position_ids=position_ids).last_hidden_state[:, :-1]  # [B, L-1, H]: predicts ids[:, 1:]
+                         position_ids=position_ids).last_hidden_state[:, :-1]
         logits = hidden @ shown_head.T  # [B, L-1, |S|]
-        logp = logits.gather(-1, rows[:, 1:, None])[..., 0] - torch.logaddexp(logits.logsumexp(-1), background)
+        logp = (logits.gather(-1, rows[:, 1:, None])[..., 0]
+                - torch.logaddexp(logits.logsumexp(-1), background))
         mask = attention[:, :-1].bool() & attention[:, 1:].bool()  # a real token predicting a real token
         return -(logp * mask).sum() / mask.sum()
 
@@ -358,7 +376,8 @@ def warm_up_qwen(path, seed=0, steps=None, log=print):
 
 
 def add_tokens(model, tokenizer, tokens):
-    """New tokens, each with the mean of its pieces' input and output embeddings (what it spells), not noise."""
+    """New tokens, each with the mean of its pieces' input and output embeddings (what it spells), not
+    noise."""
     pieces = {t: tokenizer(t, add_special_tokens=False)["input_ids"] for t in tokens}
     tokenizer.add_tokens(tokens)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
