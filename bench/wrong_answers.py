@@ -9,13 +9,15 @@ An answer replaces one top-level function of a file (or, for exercise 4, adds an
 """
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from support.course import plant_function  # noqa: E402  (the one home of planting and blanking)
+
 FAST = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow"]
 
 # ----------------------------------------------------------------------------- exercise 1: grae_advantages
@@ -208,20 +210,6 @@ EXERCISES = [
 ]
 
 
-def plant(path, function, code):
-    """Replace the top-level `def function(` block of the file (or append, if it has none) with code."""
-    text = open(path).read()
-    if function:
-        match = re.search(rf"^def {function}\(.*?(?=^\S)", text, flags=re.S | re.M)
-        if match:
-            text = text[: match.start()] + code.lstrip("\n") + "\n\n" + text[match.end():]
-        else:
-            text += "\n" + code
-    else:
-        text += code
-    open(path, "w").write(text)
-
-
 def main():
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -230,7 +218,8 @@ def main():
                 copy = os.path.join(scratch, "project")
                 shutil.rmtree(copy, ignore_errors=True)
                 shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "results", "__pycache__"))
-                plant(os.path.join(copy, file), function, code)
+                path = os.path.join(copy, file)
+                open(path, "w").write(plant_function(open(path).read(), function, code))
                 out = subprocess.run(command, cwd=copy, capture_output=True, text=True)
                 failed = [line.split("::")[-1].split(" ")[0] for line in out.stdout.splitlines() if line.startswith("FAILED")]
                 passed = out.returncode == 0
