@@ -42,9 +42,14 @@ episodes until held-out success first reaches 0.8 (linearly interpolated between
 Per method: mean and IQM (the mean of the middle half of the runs) with 95% percentile-bootstrap intervals.
 Per pair of methods (PAIRS): the mean paired difference over seeds with its 95% bootstrap and paired-t intervals,
 the paired t-test's p and the exact Wilcoxon signed-rank p, both Holm-adjusted over the family of every paired
-comparison in the report, and rliable's probability of improvement P(X > Y). A difference is called only by
-compare_stats.RULE (the Holm-adjusted t-test rejects and both intervals exclude zero), else "not measurable with
-N seeds". Bootstrap: 10,000 resamples, a fixed seed, so the report is a pure function of the runs.
+comparison in the report, and rliable's probability of improvement P(X > Y). A difference is called by
+compare_stats.RULE: the Holm-adjusted t-test's p below 0.05 decides (the intervals are unadjusted, for size; they
+must exclude zero too, which can only withhold a call), else "not measurable with N seeds". The exact Wilcoxon p
+is a check beside: with n seeds it is never below 2/2^n, so over a family of m comparisons it can call nothing
+unless m * 2/2^n < 0.05 (the report says which). Each called difference is given beside its control at equal
+optimizer steps where PAIRS has one (STEP_MATCHED), and with the Holm p it would have with any one seed left out
+of every comparison (results.json's "leave_one_seed_out"). Bootstrap: 10,000 resamples, a fixed seed, so the report
+is a pure function of the runs (and so are its PNGs: tests/test_compare.py writes a report twice, byte for byte).
 
 Results: OUT/ENV/lrLR/METHOD/seedS/ holds each run's --out. Its args.json (with "resumed_from": the checkpoint
 steps it resumed from), metrics.jsonl.gz (gzipped once the run ends) and wall.json are committed; the adapter,
@@ -53,8 +58,8 @@ checkpoints and log are not. wall.json records every invocation that worked on t
 runs at a time it ran with; the report's header counts them. A finished run is not run again; a run cut off
 resumes from its checkpoint. Then OUT/results.md, results.json (tests/test_compare.py checks that it is byte for
 byte what --report computes from the committed runs, and that its verdicts follow from its numbers by the rule),
-per env and lr a PNG of the curves (eval.plot_runs()), and differences.png, every paired difference with its
-intervals (the PNGs need matplotlib, in requirements.txt).
+per env and lr a PNG of the curves (support.plots.plot_runs()), and differences.png, every paired difference with
+its intervals (the PNGs need matplotlib, in requirements.txt).
 """
 
 import argparse
@@ -109,6 +114,9 @@ PAIRS = [("seeupo", "forward", "the reverse order vs forward"),
          ("seeupo per-turn", "seeupo", "one Adam state per turn vs one shared"),
          ("forward per-turn", "forward", "one Adam state per turn vs one shared (forward)"),
          ("no-correction per-turn", "no-correction", "one Adam state per turn vs one shared (no correction)")]
+# a pair whose Y takes fewer optimizer steps per batch than X -> the pair that gives Y as many: a call on the first is
+# shown beside the second, since the called difference may be the number of steps rather than the turn-by-turn order
+STEP_MATCHED = {("seeupo", "gspo"): ("seeupo", "gspo x T")}
 METRICS = {"final": "final held-out success", "auc": "area under the held-out curve (mean success over the run)"}
 
 
@@ -239,7 +247,9 @@ def read_run(folder):
             if turns else None,
             "correction_std_max": max(s["correction_std"] for s in turns) if turns else None,
             "step_seconds": statistics.fmean(r["step_seconds"] for r in steps),
-            "wall_seconds": sum(i["seconds"] for i in wall if isinstance(i["seconds"], float | int))}
+            "wall_seconds": sum(i["seconds"] for i in wall if isinstance(i["seconds"], float | int)),
+            # invocations killed under the code before the heartbeat (fe31b5c) have no seconds: not in wall_seconds
+            "wall_unrecorded": sum(not isinstance(i["seconds"], float | int) for i in wall)}
 
 
 def machine(invocation):
@@ -277,6 +287,7 @@ def method_summary(runs):
     out["optimizer_steps_per_batch"] = statistics.fmean(r["optimizer_steps_per_batch"] for r in runs)
     out["step_seconds"] = statistics.fmean(r["step_seconds"] for r in runs)
     out["wall_seconds"] = sum(r["wall_seconds"] for r in runs)
+    out["wall_unrecorded"] = sum(r["wall_unrecorded"] for r in runs)
     return out
 
 
@@ -306,7 +317,7 @@ def summarize(args):
                                                        METRICS)})
             every = [run for r in runs.values() for run in r.values()]
             out.setdefault(env, {})[f"{lr:g}"] = {
-                "methods": {m: {**method_summary([r[s] for s in sorted(r)]),
+                "methods": {m: {**method_summary([r[s] for s in sorted(r)]), "seed_ids": sorted(r),
                                 "mean_curve": _mean_curve([r[s]["eval_curve"] for s in sorted(r)])}
                             for m, r in runs.items()},
                 "pairs": pairs, "missing": missing,
@@ -349,6 +360,110 @@ def recorded(summary, key):
     return "; ".join(f"{k} ({n})" for k, n in sorted(counts.items()))
 
 
+def _label(env, lr, one_lr):
+    return env + ("" if one_lr else f", lr {lr}")
+
+
+def _comparisons(summary):
+    """Every paired comparison of the report: (key, env, lr, pair, metric), in the report's order."""
+    one_lr = all(len(by_lr) == 1 for by_lr in summary.values())
+    return [(f"{_label(env, lr, one_lr)}, {m}: {p['x']} - {p['y']}", env, lr, p, m) for env, by_lr in summary.items()
+            for lr, s in by_lr.items() for p in s["pairs"] for m in METRICS]
+
+
+def leave_one_seed_out(summary):
+    """Per seed: every comparison's paired t-test redone without that seed (in every comparison: as if it had never
+    run), Holm-adjusted over the family again. Gives the adjusted p the called differences would have, and which
+    comparisons the adjusted p would call then (the intervals, which can only withhold a call, not recomputed)."""
+    comparisons = _comparisons(summary)
+    called = [key for key, *_, p, m in comparisons if p[m]["verdict"] in ("X > Y", "X < Y")]
+    seeds = sorted({i for by_lr in summary.values() for s in by_lr.values() for m in s["methods"].values()
+                    for i in m["seed_ids"]})
+    out = []
+    for drop in seeds if len(seeds) > stats.MIN_SEEDS else ():
+        keys, ps = [], []
+        for key, env, lr, p, m in comparisons:
+            ms = summary[env][lr]["methods"]
+            x, y = (dict(zip(ms[k]["seed_ids"], ms[k][m]["per_seed"])) for k in (p["x"], p["y"]))
+            both = sorted(set(x) & set(y) - {drop})
+            if len(both) >= stats.MIN_SEEDS:
+                keys.append(key)
+                ps.append(stats.t_test([x[i] - y[i] for i in both])["t_p"])
+        adjusted = dict(zip(keys, stats.holm(ps)))
+        out.append({"seed": drop, "family": len(keys), "called_t_p_holm": {k: adjusted.get(k) for k in called},
+                    "t_p_holm_below_alpha": {k: v for k, v in adjusted.items() if v < stats.ALPHA}})
+    return out
+
+
+def wilcoxon_floor(summary, family):
+    """Whether the exact Wilcoxon test could call anything in this family: with n seeds (n nonzero differences at
+    most) its two-sided p is never below 2/2^n, and Holm multiplies the family's smallest p by the family's size."""
+    n = max((p["seeds"] for *_, p, m in _comparisons(summary) if p["seeds"] >= stats.MIN_SEEDS), default=0)
+    if not family:
+        return "- the exact Wilcoxon test: no comparison has enough seeds"
+    floor = 2 / 2 ** n
+    return (f"- the exact Wilcoxon test, beside: with {n} seeds its smallest possible two-sided p is 2/2^{n} = "
+            f"{floor:.5f}, and Holm multiplies the family's smallest p by {family}: at best {family * floor:.3f}, "
+            + ("above 0.05, so after the family's control it can call nothing here, whatever the runs"
+               if family * floor >= stats.ALPHA else "below 0.05, so it could call a difference here"))
+
+
+def run_time(summary):
+    """The run time of every run, summed over every env and lr, and the invocations it cannot count."""
+    per = [(_label(env, lr, all(len(b) == 1 for b in summary.values())), s["methods"])
+           for env, by_lr in summary.items() for lr, s in by_lr.items()]
+    total = sum(m["wall_seconds"] for _, ms in per for m in ms.values())
+    unrecorded = [f"{where} {method} ({m['wall_unrecorded']})" for where, ms in per for method, m in ms.items()
+                  if m["wall_unrecorded"]]
+    return (f"- run time: {total / 3600:.2f} h in all (every invocation's seconds in wall.json, summed: "
+            + ", ".join(f"{where} {sum(m['wall_seconds'] for m in ms.values()) / 3600:.2f} h" for where, ms in per)
+            + ")" + (f"; not counted: the invocations killed before wall.json kept a heartbeat, which recorded no "
+                     f"seconds: {', '.join(unrecorded)}" if unrecorded else ""))
+
+
+def _numbers(v):
+    return (f"{v['diff']:+.3f} (bootstrap [{v['diff_ci'][0]:+.3f}, {v['diff_ci'][1]:+.3f}], t [{v['t_ci'][0]:+.3f}, "
+            f"{v['t_ci'][1]:+.3f}], Holm p {v['t_p_holm']:.3f})")
+
+
+def called_lines(results):
+    """The called differences: each with its numbers, its control at equal optimizer steps (STEP_MATCHED) and the
+    Holm p it would have with any one seed left out (results["leave_one_seed_out"])."""
+    summary, loo = results["summary"], results["leave_one_seed_out"]
+    comparisons = _comparisons(summary)
+    called = [(key, env, lr, p, m) for key, env, lr, p, m in comparisons if p[m]["verdict"] in ("X > Y", "X < Y")]
+    lines = ["## What the rule calls", ""]
+    if not called:
+        return lines + [f"Nothing: no difference is called by the rule over these {results['family']} comparisons.", ""]
+    lines.append(f"{len(called)} of the family's {results['family']} comparisons called:")
+    lines.append("")
+    for key, env, lr, p, m in called:
+        lines.append(f"- **{key}** ({p['question']}): {p[m]['verdict']}, {_numbers(p[m])}.")
+        control = STEP_MATCHED.get((p["x"], p["y"]))
+        twin = next((q for q in summary[env][lr]["pairs"] if (q["x"], q["y"]) == control), None)
+        if twin:
+            ms = summary[env][lr]["methods"]
+            steps = ", ".join(f"{k} {ms[k]['optimizer_steps_per_batch']:g}" for k in (p["y"], p["x"], twin["y"]))
+            reading = twin[m]["verdict"] if twin[m]["verdict"] in ("X > Y", "X < Y") else "not measurable"
+            lines.append(f"  Its control at equal optimizer steps, {twin['x']} - {twin['y']} ({twin['question']}): "
+                         f"{_numbers(twin[m])}, {reading}. Optimizer steps per batch: {steps}: "
+                         + ("the called difference may be the number of optimizer steps, not the turn-by-turn order."
+                            if reading == "not measurable" else f"called at equal steps too ({reading})."))
+        held = {r["seed"]: r["called_t_p_holm"][key] for r in loo if r["called_t_p_holm"][key] is not None}
+        lost = ", ".join(f"{seed} ({v:.3f})" for seed, v in held.items() if v >= stats.ALPHA)
+        if held:
+            lines.append(f"  With any one seed left out of every comparison (Holm redone over the family) its Holm p "
+                         f"is {min(held.values()):.3f}-{max(held.values()):.3f}: "
+                         + (f"the call is lost without any one of seeds {lost}." if lost
+                            else "it stays below 0.05 without any one seed."))
+    others = [f"without seed {r['seed']}, {k} (Holm p {v:.3f})" for r in loo
+              for k, v in r["t_p_holm_below_alpha"].items() if k not in {c[0] for c in called}]
+    if others:
+        lines.append(f"- Not called with every seed, but with a Holm p below 0.05 when one seed is left out: "
+                     f"{'; '.join(others)}.")
+    return lines + [""]
+
+
 def report_lines(args, results):
     shared, summary = args.shared, results["summary"]
     lines = [f"# SeeUPO vs ablations and the all-turns update, regime `{args.regime}` (`bench/compare.py`)", "",
@@ -368,15 +483,21 @@ def report_lines(args, results):
              "its bootstrap and paired-t 95% intervals, the paired t-test's p and the exact Wilcoxon signed-rank p, "
              f"each also Holm-adjusted over the family of all {results['family']} comparisons below; P(X>Y): "
              "rliable's probability of improvement over all pairs of runs",
-             f"- the rule: {stats.RULE}", ""]
+             f"- the rule: {stats.RULE}",
+             wilcoxon_floor(summary, results["family"]),
+             run_time(summary), ""]
+    lines += called_lines(results)
     for env, by_lr in summary.items():
         for lr, s in by_lr.items():
             ms = s["methods"]
             wall = sum(m["wall_seconds"] for m in ms.values())
+            unrecorded = sum(m["wall_unrecorded"] for m in ms.values())
             lines += [f"## {env}, lr {lr}", "",
                       f"{sum(m['seeds'] for m in ms.values())} runs finished"
                       + (f"; missing: {', '.join(s['missing'])}" if s["missing"] else "")
-                      + f"; {wall / 3600:.1f} h of run time in all (every invocation's seconds, summed)", "",
+                      + f"; {wall / 3600:.2f} h of run time in all (every invocation's seconds, summed)"
+                      + (f", and {unrecorded} killed invocation(s) that recorded no seconds" if unrecorded else ""),
+                      "",
                       "| method | seeds | final: mean [95% CI] | final: IQM | AUC: mean [95% CI] | AUC: IQM | to 0.8 "
                       "| opt steps | KL end | s/step |",
                       "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
@@ -409,7 +530,7 @@ def report_lines(args, results):
 
 
 def plot(args, summary):
-    """Per env and lr the curves of every method (eval.plot_runs); and differences.png (plot_differences)."""
+    """Per env and lr the curves of every method (support.plots.plot_runs); and differences.png (plot_differences)."""
     from support.plots import plot_runs
     try:
         import matplotlib
@@ -461,7 +582,8 @@ def results(args):
     family = stats.control_family([p for by_lr in summary.values() for s in by_lr.values() for p in s["pairs"]],
                                   METRICS)
     out = {"regime": args.regime, "shared": args.shared, "envs": args.envs, "lrs": args.lrs, "methods": args.methods,
-           "seeds": args.seeds, "rule": stats.RULE, "alpha": stats.ALPHA, "family": family, "summary": summary}
+           "seeds": args.seeds, "rule": stats.RULE, "alpha": stats.ALPHA, "family": family,
+           "leave_one_seed_out": leave_one_seed_out(summary), "summary": summary}
     return out, json.dumps(out, indent=1)
 
 

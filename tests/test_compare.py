@@ -162,3 +162,31 @@ def test_the_committed_verdicts_follow_from_their_own_numbers_by_the_stated_rule
         below = v["t_p_holm"] < 0.05 and max(v["diff_ci"][1], v["t_ci"][1]) < 0
         assert v["verdict"] == ("X > Y" if above else "X < Y" if below else "not measurable"), (p["x"], p["y"])
         assert v["diff_ci"][0] <= v["diff"] <= v["diff_ci"][1] and v["t_ci"][0] <= v["diff"] <= v["t_ci"][1]
+
+
+AUTHORS = os.path.join(ROOT, "bench", "results", "compare", "authors")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(AUTHORS, "lookup", "lr0.001", "gspo", "seed4", "wall.json")),
+                    reason="no committed authors-regime runs")
+@pytest.mark.filterwarnings("ignore:Tight layout not applied")  # two pairs: differences.png is small
+def test_the_report_is_byte_for_byte_the_same_when_written_twice(tmp_path, monkeypatch):
+    """--report written twice from the same runs (5 committed seeds of two methods), here and in a fresh process
+    with another PYTHONHASHSEED, puts the same bytes into every file: results.md, results.json and the PNGs (no
+    time, version drift or hash order in them; only the date of writing, the same both times). ~15 s."""
+    pytest.importorskip("matplotlib")
+    for method in ("seeupo", "gspo"):
+        for seed in range(5):
+            run = os.path.join("lookup", "lr0.001", method, f"seed{seed}")
+            os.makedirs(tmp_path / run)
+            for name in ("args.json", "metrics.jsonl.gz", "wall.json"):
+                with open(os.path.join(AUTHORS, run, name), "rb") as f:
+                    (tmp_path / run / name).write_bytes(f.read())
+    argv = ["--report", "--out", str(tmp_path), "--envs", "lookup", "--methods", "seeupo", "gspo", "--seeds", "5"]
+    monkeypatch.setattr(sys, "argv", ["bench/compare.py", *argv])  # the report's header quotes the command
+    compare.report(compare.parse_args(argv), 0)
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert sorted(written) == ["curves_lookup_lr0.001.png", "differences.png", "results.json", "results.md"]
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "compare.py"), *argv], check=True, cwd=ROOT,
+                   capture_output=True, env={**os.environ, "PYTHONHASHSEED": "1"})  # this one's is random
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == written
