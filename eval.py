@@ -79,16 +79,19 @@ def transcript(episode, tokenizer, color=False):
 # --temperature, --qlora, --max_context, --env, ...: as train.py's
 @dataclass
 class EvalArgs(SamplingArgs, PolicyArgs, EnvArgs):
-    model: str = knob("tiny", "base model: tiny, tiny-qwen, a Hub name or a local folder")
+    model: str = knob("", "base model: tiny, tiny-qwen, a Hub name or a local folder ('': the one --adapter was "
+                          "trained on, else tiny)")
     adapter: str = knob("", "a saved adapter folder (train.py's OUT/adapter)")
     eval_tasks: int = knob(200, "held-out tasks to evaluate (the first N of the test split)")
     samples: int = knob(4, "episodes per task")
     k: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "pass@k for these k (<= samples)"})
     categories: list[str] = field(default_factory=lambda: list(bfcl.CATEGORIES),
                                   metadata={"help": "BFCL categories"})
-    seed: int = knob(0, "seed of the tiny model and of the sampling")
+    seed: int = knob(-1, "seed of the tiny model and of the sampling (-1: the one --adapter was trained with, "
+                         "else 0)")
     show: int = knob(0, "print this many held-out episodes of each policy")
-    plot: str = knob("", "plot this run folder's metrics.jsonl to DIR/plot.png, and stop")
+    plot: list[str] = field(default_factory=list, metadata={"help": "plot these run folders' metrics.jsonl, and "
+                            "stop: one to DIR/plot.png, several overlaid in compare.png"})
     json: str = knob("", "also write the table as JSON to this file: {'results': {env or BFCL category: "
                          "{column: {'success_rate', 'pass@k', 'tasks', 'samples'}}}, 'args': these flags}")
 
@@ -100,8 +103,11 @@ def main(argv=None):
     if rest:
         raise SystemExit(f"error: unknown argument {rest[0]} (eval.py --help lists them)")
     if args.plot:
-        print(plot_runs({"": [args.plot]}, os.path.join(args.plot, "plot.png")))
+        runs = {os.path.basename(os.path.normpath(d)) if len(args.plot) > 1 else "": [d] for d in args.plot}
+        print(plot_runs(runs, os.path.join(args.plot[0], "plot.png") if len(args.plot) == 1 else "compare.png"))
         return
+    model, seed = tiny.trained_with(args.adapter) if args.adapter else ("tiny", 0)  # its base, by default
+    args = dataclasses.replace(args, model=args.model or model, seed=args.seed if args.seed >= 0 else seed or 0)
     variants = {args.env: args}  # BFCL: each category on its own
     if args.env == "bfcl":
         variants = {c: dataclasses.replace(args, bfcl_category=c) for c in args.categories}
@@ -109,6 +115,8 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     first = next(iter(loaded.values()))
     base = tiny.build(args.model, args.seed, first) if args.model in tiny.EMBEDDED else args.model
+    base = tiny.own_base(args.adapter, base) if args.adapter else base  # never another base, silently
+    print(f"base model: {base}")
     policy = load_policy(base, args, seed=args.seed, adapter=args.adapter or None, device=device)
     columns = {"base": True, "adapter": False} if args.adapter else {"base": True}
     results, shown = {}, {}
@@ -121,7 +129,7 @@ def main(argv=None):
             counts, episodes = evaluate(policy, env_factory, tasks, args.samples, args, args.seed, reference)
             results.setdefault(label, {})[name] = summarize(counts, args.samples, args.k)
             shown[name] = episodes[:: args.samples][: args.show]  # the first sample of the first tasks
-        for i in range(args.show):
+        for i in range(min(args.show, len(tasks))):
             for name in columns:
                 print(f"\n===== {label} held-out task {i}, {name} policy =====")
                 print(transcript(shown[name][i], policy.tokenizer, color=os.isatty(1)))

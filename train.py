@@ -104,11 +104,11 @@ def main(argv=None):
     loaded = resolve_env(args, need_random_action=args.model == "tiny")  # built-in or yours, checked
     env_factory, env = loaded.factory, loaded.factory()  # the factory: a fresh environment per episode
     train_tasks, test_tasks = loaded.train_tasks, loaded.test_tasks[: args.eval_tasks]
-    # rank 0 builds an embedded model's cache, the others then read it
-    with accelerator.main_process_first():
+    adapter = checkpoint and os.path.join(checkpoint, "adapter")
+    with accelerator.main_process_first():  # rank 0 builds an embedded model's cache, the others read it
         base = tiny.build(args.model, args.seed, loaded) if args.model in tiny.EMBEDDED else args.model
-        policy = load_policy(base, args, seed=args.seed, device=device,
-                             adapter=checkpoint and os.path.join(checkpoint, "adapter"))
+        base = tiny.own_base(adapter, base) if adapter else base  # a resumed adapter meets its own base
+        policy = load_policy(base, args, seed=args.seed, device=device, adapter=adapter)
     check_context(policy, env, train_tasks[0], args)
     # One AdamW, or one per turn index (each turn's update with its own moments). No
     # accelerator.prepare(): the sweep sums the gradients over processes itself (support/sweep_tools.py),

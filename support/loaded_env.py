@@ -46,14 +46,16 @@ def is_message(m):
     return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
-def code_text(obj):
-    """The code of a module (or of a class's or function's module) as it runs: comments and docstrings left out, so
-    that editing them changes nothing that is hashed. A module without source (compiled) stands in by its name."""
+def code_text(obj, leave_out=()):
+    """The code of a module (or of a class's or function's module) as it runs: comments and docstrings left
+    out, so that editing them changes nothing that is hashed; and the top-level definitions named in
+    leave_out. A module without source (compiled) stands in by its name."""
     module = obj if inspect.ismodule(obj) else inspect.getmodule(obj)
     try:
         tree = ast.parse(inspect.getsource(module))
     except (OSError, TypeError, SyntaxError):
         return getattr(module, "__name__", repr(obj))
+    tree.body = [node for node in tree.body if not _defines(node, leave_out)]
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
@@ -61,6 +63,13 @@ def code_text(obj):
                 and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree)
+
+
+def _defines(node, names):
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return node.name in names
+    targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+    return any(isinstance(t, ast.Name) and t.id in names for t in targets)
 
 
 def digest(code, *parts):

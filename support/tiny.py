@@ -17,8 +17,11 @@ format (and copy from their context) but know no strategy. Measurements of the r
                         plain next-token loss, tiny-qwen's the exact full-vocabulary one at the cost of the
                         shown tokens)
   recipe_key(name)      the cache folder's name: a hash of what shapes the model -- this file's code (the
-                        configs, tokenizer, template and warm-up settings), the toy environments' data as the
-                        warm-up sees it -- never comments or docstrings (loaded_env.code_text)
+                        configs, tokenizer, template and warm-up settings; not CACHE_ONLY, the cache's own
+                        machinery), the toy environments' data as the warm-up sees it -- never comments or
+                        docstrings (loaded_env.code_text)
+  built_once(path, build)   one build at a time: a lock beside the folder, a second process waits for it
+  own_base(adapter, base)   the base an adapter was trained on (its adapter_config.json), or one line
   tiny_tokenizer(seed), tiny_model(tokenizer, seed)   the BPE tokenizer and the random-init Qwen3 (the tests
                         use them)
   ScriptedPolicy        stands in for a model in rollout(): the warm-up's random actor, and the tests' oracle
@@ -32,10 +35,12 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 
 import torch
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config,
                           Qwen3ForCausalLM)
@@ -46,6 +51,10 @@ from seeupo import ALL_TURNS, TurnSample
 from support import qwen_offline
 from support.loaded_env import code_text
 
+# what recipe_key leaves out of this file's code: the cache's own machinery, which shapes no model
+CACHE_ONLY = ("EMBEDDED", "CACHE_ONLY", "FOLDER", "build", "parse_folder", "trained_base", "trained_with",
+              "own_base", "environments_fingerprint", "recipe_key", "cache_folder", "tiny_path", "tiny_qwen_path",
+              "built_once")
 EMBEDDED = ("tiny", "tiny-qwen")  # --model names this file builds; any other name is a folder or a Hub name
 TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rope_theta=10000.0,
@@ -149,6 +158,55 @@ def build(name, seed=0, env=None, log=print):
     return build_tiny(seed, env if env is not None and env.digest else None, log)
 
 
+# cache_folder's names: NAME-KEY[-DIGEST]-seedN
+FOLDER = re.compile(r"^(tiny|tiny-qwen)-([0-9a-f]{10})(?:-([0-9a-f]{10}))?-seed(\d+)$")
+
+
+def parse_folder(path):
+    """(name, recipe key, your class's digest or "", seed) of an embedded model's cache folder; None for any
+    other model (a Hub name, a folder of yours)."""
+    match = FOLDER.match(os.path.basename(os.path.normpath(str(path))))
+    return match and (match[1], match[2], match[3] or "", int(match[4]))
+
+
+def trained_base(adapter):
+    """The base model an adapter was trained on, as peft records it (adapter_config.json's
+    base_model_name_or_path): for an embedded model its cache folder, whose name says its recipe and seed."""
+    with open(os.path.join(adapter, "adapter_config.json")) as f:
+        return json.load(f).get("base_model_name_or_path") or ""
+
+
+def trained_with(adapter):
+    """(--model, --seed) of the run that trained `adapter`: an embedded model's name and seed, else the
+    recorded name or folder and None."""
+    recorded = trained_base(adapter)
+    parsed = parse_folder(recorded)
+    return (parsed[0], parsed[3]) if parsed else (recorded, None)
+
+
+def own_base(adapter, base, log=print):
+    """The base to load `adapter` onto, where `base` is what the flags name now: that one, if it is the model
+    the adapter was trained on; for an embedded model whose recipe changed since (envs.py or this file edited:
+    a new cache key) the adapter's own folder while the cache keeps it. Any other model, seed or environment
+    -- or a base that is gone -- stops in one line: an adapter never meets another base silently."""
+    recorded = trained_base(adapter)
+    was, now = parse_folder(recorded), parse_folder(base)
+    if not recorded or recorded == base or was and was == now:  # a moved cache: the same name, the same model
+        return base
+    if not (was and now and (was[0], was[2], was[3]) == (now[0], now[2], now[3])):
+        raise SystemExit(f"error: the adapter {adapter} was trained on {recorded}, and the flags name "
+                         f"{base}: leave out the --model, --seed or --env that contradicts it, or give "
+                         f"the ones it was trained with")
+    if os.path.exists(os.path.join(recorded, "config.json")):
+        log(f"note: {was[0]}'s recipe changed since the adapter was trained (today: "
+            f"{os.path.basename(base)}); loading it on its own base, {recorded}")
+        return recorded
+    raise SystemExit(f"error: the adapter was trained on {recorded}, which is no longer in the cache, and "
+                     f"today's code builds another {was[0]} ({os.path.basename(base)}: envs.py or "
+                     f"support/tiny.py changed since): check out the commit it was trained with (git log) to "
+                     f"rebuild its base, or train again")
+
+
 def default_draw(rng, episodes):
     """draw(step) of the default warm-up: the environments of envs.ENVS in turn, `episodes` training tasks of
     one (an environment with fewer tasks than that: drawn with replacement)."""
@@ -180,11 +238,11 @@ def environments_fingerprint(episodes=4):
 
 
 def recipe_key(name):
-    """A hash of what shapes the embedded model `name`: this file's code without comments and docstrings (the
-    configs, the tokenizer, the templates, the warm-up and its settings), the toy environments' data, and for
-    tiny-qwen qwen_offline.py's code, Qwen's BPE ranks and the transformers version whose converter reads
-    them."""
-    parts = [name, code_text(sys.modules[__name__]), environments_fingerprint()]
+    """A hash of what shapes the embedded model `name`: this file's code, less CACHE_ONLY, without comments and
+    docstrings (the configs, the tokenizer, the templates, the warm-up and its settings), the toy environments'
+    data, and for tiny-qwen qwen_offline.py's code, Qwen's BPE ranks and the transformers version whose
+    converter reads them."""
+    parts = [name, code_text(sys.modules[__name__], leave_out=CACHE_ONLY), environments_fingerprint()]
     if name == "tiny-qwen":
         import transformers
         ranks, _ = qwen_offline._qwen_ranks()
@@ -282,51 +340,66 @@ def build_tiny(seed, env=None, log=print):
     path = tiny_path(seed, env.digest if env else "")
     if os.path.exists(os.path.join(path, "config.json")):
         return path
-    rng = random.Random(seed)
-    if env is None:
-        log(f"building the tiny default model (once; cached in {path}) ...")
-        tokenizer = tiny_tokenizer(seed)
-        model = tiny_model(tokenizer, seed)
-        steps = TINY_WARMUP["steps"]
-        batches = warmup_batches(tokenizer, default_draw(rng, TINY_WARMUP["episodes"]), steps, SamplingArgs(),
-                                 rng)
-        loss = warm_up(model.parameters(), batches, steps, TINY_WARMUP["lr"],
-                       next_token_loss(Policy(model, tokenizer)), "warm-up of tiny")
-    else:
-        base = build_tiny(seed, log=log)
-        log(f"warming the tiny model up on {env.name} (once; cached in {path}) ...")
-        tokenizer, model = AutoTokenizer.from_pretrained(base), Qwen3ForCausalLM.from_pretrained(base)
-        # (the default's, unless its folder was put there by hand)
-        tokenizer.chat_template = TINY_CHAT_TEMPLATE
-        add_tokens(model, tokenizer, call_tokens(env.factory().tools))
-        loss = env_warm_up(model, tokenizer, env, rng)
-    tmp = f"{path}.tmp{os.getpid()}"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    _publish(tmp, path)
-    log(f"tiny model ready (warm-up loss {loss:.3f})")
-    return path
+    base = build_tiny(seed, log=log) if env is not None else None
+
+    def build(tmp):
+        rng = random.Random(seed)
+        if env is None:
+            log(f"building the tiny default model (once; cached in {path}) ...")
+            tokenizer = tiny_tokenizer(seed)
+            model = tiny_model(tokenizer, seed)
+            steps = TINY_WARMUP["steps"]
+            batches = warmup_batches(tokenizer, default_draw(rng, TINY_WARMUP["episodes"]), steps,
+                                     SamplingArgs(), rng)
+            loss = warm_up(model.parameters(), batches, steps, TINY_WARMUP["lr"],
+                           next_token_loss(Policy(model, tokenizer)), "warm-up of tiny")
+        else:
+            log(f"warming the tiny model up on {env.name} (once; cached in {path}) ...")
+            tokenizer, model = AutoTokenizer.from_pretrained(base), Qwen3ForCausalLM.from_pretrained(base)
+            # (the default's, unless its folder was put there by hand)
+            tokenizer.chat_template = TINY_CHAT_TEMPLATE
+            add_tokens(model, tokenizer, call_tokens(env.factory().tools))
+            loss = env_warm_up(model, tokenizer, env, rng)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        log(f"tiny model ready (warm-up loss {loss:.3f})")
+    return built_once(path, build, log)
 
 
 def build_tiny_qwen(seed=0, log=print):
     """Create (or find in the cache) the tiny-qwen folder for this seed: qwen_offline.build at
     TINY_QWEN_CONFIG, then warm_up_qwen; returns it."""
     path = tiny_qwen_path(seed)
+
+    def build(tmp):
+        log(f"building the tiny-qwen model (once; cached in {path}) ...")
+        qwen_offline.build(tmp, seed, TINY_QWEN_CONFIG)
+        warm_up_qwen(tmp, seed, log=log)
+    return built_once(path, build, log)
+
+
+def built_once(path, build, log=print):
+    """The model folder at `path`, made by build(tmp) if the cache lacks it, by one process at a time: a lock
+    beside it (PATH.lock) makes a second process wait, saying so, then find the first one's folder. The build
+    writes to a folder of its own and is renamed into place: a killed build never leaves half a model."""
     if os.path.exists(os.path.join(path, "config.json")):
         return path
-    log(f"building the tiny-qwen model (once; cached in {path}) ...")
-    tmp = f"{path}.tmp{os.getpid()}"
-    qwen_offline.build(tmp, seed, TINY_QWEN_CONFIG)
-    warm_up_qwen(tmp, seed, log=log)
-    _publish(tmp, path)
-    return path
-
-
-def _publish(tmp, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock = FileLock(f"{path}.lock")
     try:
-        os.rename(tmp, path)  # atomic: a concurrent or killed build never leaves a half-written folder
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"another process is building {os.path.basename(path)}; waiting for it to finish ...")
+        lock.acquire()
+    try:
+        if not os.path.exists(os.path.join(path, "config.json")):
+            tmp = f"{path}.tmp{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)  # a killed build's leftovers
+            build(tmp)
+            os.rename(tmp, path)
+    finally:
+        lock.release()
+    return path
 
 
 def warm_up_qwen(path, seed=0, steps=None, log=print):

@@ -194,7 +194,8 @@ def test_the_folder_is_built_once_per_seed_and_renamed_into_place(tmp_path, monk
     monkeypatch.setattr(tiny, "warm_up_qwen", lambda path, seed, log: built.append(f"warm {seed}"))
     path = tiny.build_tiny_qwen(1, log=lambda line: None)
     assert tiny.build_tiny_qwen(1, log=lambda line: None) == path and built == [1, "warm 1"]
-    assert os.listdir(tmp_path) == [os.path.basename(path)] and path.endswith("-seed1")
+    built_folders = [f for f in os.listdir(tmp_path) if not f.endswith(".lock")]  # the build's lock beside it
+    assert built_folders == [os.path.basename(path)] and path.endswith("-seed1")
     assert tiny.tiny_qwen_path(2) != path
 
 
