@@ -17,7 +17,8 @@ What an environment class must provide (tests/test_envs.py checks each of these 
                         through the chat template; `reward` is the outcome reward, given when `done`;
                         info["success"] (a bool) on the step that ends the episode; a turn it cannot parse is
                         not an error: an informative reply, the turn used up, info["malformed"] = True;
-                        the episode ends by max_turns policy turns at the latest
+                        the episode ends by max_turns policy turns at the latest (info["cut_by_max_turns"] =
+                        True where it fails only because they ran out: each step counts such episodes)
   random_action(rng), oracle_action(), random_success, optimal_success   for the tiny model's warm-up and the
                         tests: a well-formed action with random arguments, the optimal action, and the
                         success rates of those two policies
@@ -45,6 +46,16 @@ import random
 import re
 
 CALL = re.compile(r"^\s*([a-z]+)\(([^()]*)\)\s*$")  # a whole turn that is exactly one call: name(arg)
+
+
+def without_thinking(text):
+    """A turn as an environment reads it: without its <think>...</think> blocks (a thinking model's reasoning
+    is not its action; the transcript and the loss keep it). One linear scan; an unclosed <think> stays."""
+    kept, at = [], 0
+    while (i := text.find("<think>", at)) >= 0 and (j := text.find("</think>", i + 7)) >= 0:
+        kept.append(text[at:i])
+        at = j + len("</think>")
+    return "".join(kept) + text[at:]
 
 
 def user(text):
@@ -93,7 +104,7 @@ class LookupEnv:
 
     def step(self, text):
         self.turn += 1
-        call = CALL.match(text)
+        call = CALL.match(without_thinking(text))
         name, arg = call.groups() if call else (None, None)
         ask, answered, info = self.task["ask"], None, {}
         if name == "get" and arg in self.lockers:
@@ -153,7 +164,7 @@ class GuessEnv:
 
     def step(self, text):
         self.turn += 1
-        call = CALL.match(text)
+        call = CALL.match(without_thinking(text))
         if not call or call.group(1) != "guess" or not call.group(2).isdigit() or len(call.group(2)) != 1:
             reply, info = "bad call; use guess(N)", {"malformed": True}
         else:
@@ -212,7 +223,7 @@ class RelayEnv:
 
     def step(self, text):
         a, b, right = self.task["forks"][self.passed]
-        call = CALL.match(text)
+        call = CALL.match(without_thinking(text))
         if not call or call.group(1) != "open" or call.group(2) not in (str(a), str(b)):
             return (user("bad call; use open(N) with a door offered"), True, 0.0,
                     {"malformed": True, "success": False})

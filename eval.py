@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from rollout import PolicyArgs, SamplingArgs, check_context, load_policy, rollout
+from rollout import PolicyArgs, SamplingArgs, load_policy, rollout
 from seeupo import knob
 from support import bfcl, tiny
+from support.limits import check_limits
 from support.plots import plot_runs
 from support.user_env import EnvArgs, resolve_env
 
@@ -79,19 +80,20 @@ def transcript(episode, tokenizer, color=False):
 # --temperature, --qlora, --max_context, --env, ...: as train.py's
 @dataclass
 class EvalArgs(SamplingArgs, PolicyArgs, EnvArgs):
-    model: str = knob("", "base model: tiny, tiny-qwen, a Hub name or a local folder ('': the one --adapter was "
-                          "trained on, else tiny)")
+    model: str = knob("", "base model: tiny, tiny-qwen, a Hub name or a local folder ('': the one --adapter "
+                          "was trained on, else tiny)")
     adapter: str = knob("", "a saved adapter folder (train.py's OUT/adapter)")
     eval_tasks: int = knob(200, "held-out tasks to evaluate (the first N of the test split)")
     samples: int = knob(4, "episodes per task")
     k: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "pass@k for these k (<= samples)"})
     categories: list[str] = field(default_factory=lambda: list(bfcl.CATEGORIES),
                                   metadata={"help": "BFCL categories"})
-    seed: int = knob(-1, "seed of the tiny model and of the sampling (-1: the one --adapter was trained with, "
-                         "else 0)")
+    seed: int = knob(-1, "seed of the tiny model and of the sampling (-1: the one --adapter was trained "
+                         "with, else 0)")
     show: int = knob(0, "print this many held-out episodes of each policy")
-    plot: list[str] = field(default_factory=list, metadata={"help": "plot these run folders' metrics.jsonl, and "
-                            "stop: one to DIR/plot.png, several overlaid in compare.png"})
+    plot: list[str] = field(default_factory=list, metadata={
+        "help": "plot these run folders' metrics.jsonl, and stop: one to DIR/plot.png, several overlaid in "
+                "compare.png"})
     json: str = knob("", "also write the table as JSON to this file: {'results': {env or BFCL category: "
                          "{column: {'success_rate', 'pass@k', 'tasks', 'samples'}}}, 'args': these flags}")
 
@@ -104,27 +106,32 @@ def main(argv=None):
         raise SystemExit(f"error: unknown argument {rest[0]} (eval.py --help lists them)")
     if args.plot:
         runs = {os.path.basename(os.path.normpath(d)) if len(args.plot) > 1 else "": [d] for d in args.plot}
-        print(plot_runs(runs, os.path.join(args.plot[0], "plot.png") if len(args.plot) == 1 else "compare.png"))
+        png = os.path.join(args.plot[0], "plot.png") if len(args.plot) == 1 else "compare.png"
+        print(plot_runs(runs, png))
         return
     model, seed = tiny.trained_with(args.adapter) if args.adapter else ("tiny", 0)  # its base, by default
-    args = dataclasses.replace(args, model=args.model or model, seed=args.seed if args.seed >= 0 else seed or 0)
+    seed = args.seed if args.seed >= 0 else seed or 0
+    args = dataclasses.replace(args, model=args.model or model, seed=seed)
     variants = {args.env: args}  # BFCL: each category on its own
     if args.env == "bfcl":
         variants = {c: dataclasses.replace(args, bfcl_category=c) for c in args.categories}
     loaded = {label: resolve_env(flags, args.model == "tiny") for label, flags in variants.items()}
+    for env_loaded in loaded.values():
+        check_limits(args, env_loaded)  # before any model, from the tokenizer alone
     device = "cuda" if torch.cuda.is_available() else "cpu"
     first = next(iter(loaded.values()))
-    base = tiny.build(args.model, args.seed, first) if args.model in tiny.EMBEDDED else args.model
-    base = tiny.own_base(args.adapter, base) if args.adapter else base  # never another base, silently
+    wanted = tiny.folder(args.model, args.seed, first) if args.model in tiny.EMBEDDED else args.model
+    base = tiny.own_base(args.adapter, wanted) if args.adapter else wanted  # never another base, silently
+    if base == wanted and args.model in tiny.EMBEDDED:
+        tiny.build(args.model, args.seed, first)  # once (minutes, with a progress bar), then cached
     print(f"base model: {base}")
     policy = load_policy(base, args, seed=args.seed, adapter=args.adapter or None, device=device)
     columns = {"base": True, "adapter": False} if args.adapter else {"base": True}
     results, shown = {}, {}
     for label, env_loaded in loaded.items():
         label = label if args.env == "bfcl" else env_loaded.name  # a class of yours: its name, not its path
-        env_factory, env = env_loaded.factory, env_loaded.factory()
+        env_factory = env_loaded.factory
         tasks = env_loaded.test_tasks[: args.eval_tasks]
-        check_context(policy, env, tasks[0], args)
         for name, reference in columns.items():
             counts, episodes = evaluate(policy, env_factory, tasks, args.samples, args, args.seed, reference)
             results.setdefault(label, {})[name] = summarize(counts, args.samples, args.k)

@@ -11,8 +11,8 @@
   Policy.generate    batched sampling (left padding, KV cache) that also records each sampled token's
                      log-prob and the entropy of the distribution it was drawn from
   Policy.turn_logprobs  what seeupo.sweep() trains through: turn t's forward on turn t's prefix, the
-                     log-softmax on scored rows only; Remembered(policy) the same, remembering its no-grad
-                     passes' results
+                     log-softmax on scored rows only (support/sweep_tools.Remembered: the same, remembering
+                     its no-grad passes' results)
   rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call.
                      Sampled ids are kept as sampled (never re-encoded), replies appended as chat-template
                      tokens: training sees token for token what the policy saw. An episode that would
@@ -26,7 +26,6 @@ nothing from envs.py; the environment interface is described there. seeupo.py gi
 
 import logging
 import os
-import random
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -172,8 +171,10 @@ class Policy:
     def __init__(self, model, tokenizer, temperature=1.0, chat_kwargs=None):
         self.model, self.tokenizer, self.chat_kwargs = model, tokenizer, chat_kwargs or {}
         self.temperature = temperature
-        self.stop_ids = sorted({tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id}
-                               - {None})
+        stops = getattr(getattr(model, "generation_config", None), "eos_token_id", None)  # Qwen3: 2 of them
+        stops = [tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id,
+                 *(stops if isinstance(stops, list) else [stops])]
+        self.stop_ids = [t for t in dict.fromkeys(stops) if t is not None]  # every one ends a turn
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
 
     @property
@@ -261,34 +262,6 @@ class Policy:
         return torch.zeros(mask.shape, device=ids.device).masked_scatter(mask, flat), mask
 
 
-class Remembered:
-    """Policy.turn_logprobs for ONE sweep, remembering its no-grad passes. Such a pass scores EVERY policy
-    token of its prefix, so the pass on turn t+1's prefix holds turn t's log-probs too (the sweep's `new` of
-    t+1, `old` of t), and the reference policy's never change. The current policy's memory holds while the
-    trainable weights equal its copy of them (a step forgets it); values agree with a pass of their own to
-    float rounding (test_rollout.py; docs/performance.md)."""
-
-    def __init__(self, policy):
-        self.policy, self.memory, self.weights = policy, {True: {}, False: {}}, []
-
-    def __call__(self, samples, reference=False):
-        if torch.is_grad_enabled():  # an optimizer step's forward: always a pass of its own
-            return self.policy.turn_logprobs(samples, reference)
-        trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
-        if not reference and not (self.weights
-                                  and all(torch.equal(a, b) for a, b in zip(self.weights, trainable))):
-            # the weights moved
-            self.memory[False], self.weights = {}, [p.detach().clone() for p in trainable]
-        memory = self.memory[reference]  # {episode ids: {position: log pi}}
-        todo = [s for s in samples if not set(s.data.positions) <= memory.get(tuple(s.data.ids), {}).keys()]
-        if todo:
-            logp, _ = self.policy._score(todo, [s.data.policy_positions for s in todo], reference)
-            for s, row in zip(todo, logp.tolist()):
-                memory.setdefault(tuple(s.data.ids), {}).update(zip(s.data.policy_positions, row))
-        rows = [[memory[tuple(s.data.ids)][q] for q in s.data.positions] for s in samples]
-        return left_aligned(rows, max([len(r) for r in rows], default=1), self.policy.device)
-
-
 # ----------------------------------------------------------------------------- episodes
 @dataclass
 class Episode:
@@ -304,6 +277,7 @@ class Episode:
     truncated: bool = False     # ended by the context limit, not by the environment
     malformed: int = 0          # turns the environment could not parse
     unterminated: int = 0       # turns cut at max_new_tokens without an end-of-turn token
+    cut: str = ""               # the limit that ended it, if any: max_turns, max_context, max_new_tokens
     outcome: str = ""           # why it ended: the environment's last reply, or what cut it short
     env: object = field(default=None, repr=False)
 
@@ -336,25 +310,6 @@ def render_reply(tokenizer, reply, chat_kwargs=None):
     return tokenizer(text[cut:], add_special_tokens=False)["input_ids"]
 
 
-def check_context(policy, env, task, sampling):
-    """Stop before any rollout, in one line, if even the first prompt and one turn do not fit, or if a
-    well-formed action does not fit in one turn (the longest of 32 of the environment's random_action, where
-    it has one)."""
-    n = len(render_prompt(policy.tokenizer, env.reset(task), env.tools, policy.chat_kwargs))
-    if n + sampling.max_new_tokens > sampling.max_context:
-        raise SystemExit(f"error: the first prompt has {n} tokens, and a turn up to "
-                         f"{sampling.max_new_tokens} more: raise --max_context above "
-                         f"{n + sampling.max_new_tokens}")
-    act, rng, encode = getattr(env, "random_action", None), random.Random(0), policy.tokenizer.encode
-    longest = (max(len(encode(act(rng), add_special_tokens=False)) + 1 for _ in range(32))
-               if callable(act) else 0)
-    if longest > sampling.max_new_tokens:  # (+ 1: the end-of-turn token; a class of yours may have no `name`)
-        raise SystemExit(f"error: a well-formed action of {getattr(env, 'name', type(env).__name__)} takes "
-                         f"up to {longest} of this model's tokens (with the end of turn), more than "
-                         f"--max_new_tokens {sampling.max_new_tokens}: "
-                         f"raise --max_new_tokens to {longest} or more")
-
-
 def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
     """Play group_size episodes of every task; each turn, every unfinished episode in ONE generate call.
     env_factory() returns a fresh environment for each episode, e.g. functools.partial(envs.make_env,
@@ -369,6 +324,7 @@ def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
         for e in episodes:
             if not e.done and len(e.token_ids) + sampling.max_new_tokens > sampling.max_context:
                 e.done = e.truncated = True  # the next turn might not fit: end here, reward 0
+                e.cut = "max_context"
                 e.outcome = f"truncated: the next turn could pass --max_context {sampling.max_context}"
         active = [e for e in episodes if not e.done]
         if not active:
@@ -380,12 +336,13 @@ def rollout(policy, env_factory, tasks, group_size, sampling, reference=False):
             e.sample_logprobs.append(logprobs)
             e.sample_entropy.append(entropies)
             if not ids or ids[-1] not in policy.stop_ids:  # an endless turn: end the episode, reward 0
-                e.unterminated, e.done = e.unterminated + 1, True
+                e.unterminated, e.done, e.cut = e.unterminated + 1, True, "max_new_tokens"
                 e.outcome = f"no end-of-turn token within --max_new_tokens {sampling.max_new_tokens}"
                 continue
             text = tokenizer.decode(ids[:-1])
             reply, e.done, reward, info = e.env.step(text)
             e.malformed += bool(info.get("malformed"))
+            e.cut = "max_turns" if info.get("cut_by_max_turns") else e.cut
             if e.done:
                 e.reward, e.success = float(reward), bool(info.get("success", reward > 0))
                 e.outcome = " | ".join(m.get("content") or "" for m in reply)

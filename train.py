@@ -49,9 +49,11 @@ from tqdm import tqdm
 
 import seeupo
 from eval import evaluate, summarize, transcript
-from rollout import PolicyArgs, Remembered, SamplingArgs, check_context, load_policy, rollout, turn_samples
+from rollout import PolicyArgs, SamplingArgs, load_policy, rollout, turn_samples
 from seeupo import knob
 from support import run_files, tiny
+from support.limits import check_limits
+from support.sweep_tools import Remembered
 from support.user_env import EnvArgs, resolve_env
 
 
@@ -102,17 +104,17 @@ def main(argv=None):
     run = run_files.Run(accelerator, args.out)
     checkpoint = run.to_resume(args)  # None: a new run (a mixed or clobbered one stops here, in one line)
     loaded = resolve_env(args, need_random_action=args.model == "tiny")  # built-in or yours, checked
+    check_limits(args, loaded)  # prompts, actions, episodes vs the flags: before any model (seconds)
     env_factory, env = loaded.factory, loaded.factory()  # the factory: a fresh environment per episode
     train_tasks, test_tasks = loaded.train_tasks, loaded.test_tasks[: args.eval_tasks]
     adapter = checkpoint and os.path.join(checkpoint, "adapter")
     with accelerator.main_process_first():  # rank 0 builds an embedded model's cache, the others read it
-        base = tiny.build(args.model, args.seed, loaded) if args.model in tiny.EMBEDDED else args.model
-        base = tiny.own_base(adapter, base) if adapter else base  # a resumed adapter meets its own base
+        wanted = tiny.folder(args.model, args.seed, loaded) if args.model in tiny.EMBEDDED else args.model
+        base = tiny.own_base(adapter, wanted) if adapter else wanted  # a resumed adapter meets its own base
+        if base == wanted and args.model in tiny.EMBEDDED:
+            tiny.build(args.model, args.seed, loaded)  # once (minutes, with a progress bar), then cached
         policy = load_policy(base, args, seed=args.seed, device=device, adapter=adapter)
-    check_context(policy, env, train_tasks[0], args)
-    # One AdamW, or one per turn index (each turn's update with its own moments). No
-    # accelerator.prepare(): the sweep sums the gradients over processes itself (support/sweep_tools.py),
-    # and load_policy() placed the model.
+    # One AdamW, or one per turn; no accelerator.prepare(): sweep() sums gradients itself (sweep_tools.py)
     trainable = [p for p in policy.model.parameters() if p.requires_grad]
     optimizers = [torch.optim.AdamW(trainable, lr=args.lr)
                   for _ in range(env.max_turns if args.optimizer_state == "per_turn" else 1)]
@@ -164,6 +166,9 @@ def main(argv=None):
     run.finish(policy, last_eval, args.plot)  # the adapter, the plot; the trackers closed
 
 
+CUT_BY = ("max_turns", "max_context", "max_new_tokens")  # the limits that can end an episode (Episode.cut)
+
+
 def step_seeds(seed, step, rank):
     """A step's seeds, from the run's seed and the step alone: torch's generator (sampling; each process its
     own), the tasks' draw and the sweep's (its random order and minibatch splits; both the same on every
@@ -175,13 +180,21 @@ def show(bar, args, record, last_eval, episode, tokenizer, run, main_process):
     """The progress bar's numbers, a line per step, and every --show_every steps one sampled episode (rank
     0's first, as trained on: the policy's tokens, the only ones that carry loss, between >>> and <<<)."""
     bar.set_postfix(reward=f"{record['reward_mean']:.2f}", held_out=f"{last_eval:.2f}")
+    cut = {limit: record[f"cut_{limit}"] for limit in CUT_BY if record[f"cut_{limit}"]}
     if main_process:
         bar.write(f"step {record['step']:4d}  reward {record['reward_mean']:.3f}  "
                   f"success {record['success_rate']:.3f}  "
                   f"zero_adv_groups {record['zero_adv_group_frac']:.2f}  M {record['correction_mean']:.3f}"
                   f"+-{record['correction_std']:.3f}  kl {record['kl']:.4f}  "
                   f"entropy {record['entropy']:.3f}  "
-                  f"turns {record['turns_mean']:.2f}  {record['step_seconds']:.1f}s")
+                  f"turns {record['turns_mean']:.2f}  {record['step_seconds']:.1f}s"
+                  + "".join(f"  cut by --{limit} {cut[limit]}" for limit in cut))
+        worst = max(cut, key=cut.get, default=None)
+        if worst and cut[worst] > record["episodes"] / 2 and worst not in run.warned:  # once a run
+            run.warned.add(worst)
+            value = getattr(args, worst) or "the environment's own"
+            bar.write(f"warning: --{worst} ({value}) cut {cut[worst]} of {record['episodes']} episodes this "
+                      f"step (reward 0): raise it")
     if args.show_every and record["step"] % args.show_every == 0:
         text = transcript(episode, tokenizer)
         bar.write(f"--- step {record['step']}: a sampled episode (>>> policy tokens <<< carry the loss) ---"
@@ -211,6 +224,7 @@ def step_metrics(episodes, advantages, groups, stats, accelerator, max_turns, ro
     columns = {"reward": lambda e: e.reward, "success": lambda e: e.success,
                "truncated": lambda e: e.truncated,
                "malformed": lambda e: e.malformed, "unterminated": lambda e: e.unterminated,
+               **{f"cut_{limit}": (lambda e, limit=limit: e.cut == limit) for limit in CUT_BY},
                "turns": lambda e: len(e.turn_spans),
                "policy_tokens": lambda e: sum(end - start for start, end in e.turn_spans)}
     per_episode = torch.tensor([[read(e) for read in columns.values()] for e in episodes],
@@ -236,6 +250,8 @@ def step_metrics(episodes, advantages, groups, stats, accelerator, max_turns, ro
         "truncated_frac": column["truncated"].mean().item(),
         "malformed_turns": int(column["malformed"].sum()),
         "unterminated_turns": int(column["unterminated"].sum()),
+        # the episodes each limit ended
+        **{f"cut_{limit}": int(column[f"cut_{limit}"].sum()) for limit in CUT_BY},
         "turns_mean": column["turns"].mean().item(),
         "adv_mean": adv.mean().item(), "adv_std": adv.std().item(),
         "adv_min": adv.min().item(), "adv_max": adv.max().item(),

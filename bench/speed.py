@@ -55,7 +55,8 @@ import envs  # noqa: E402
 import rollout  # noqa: E402
 import seeupo  # noqa: E402
 from random_init import CONFIGS, save_random_init  # noqa: E402
-from rollout import PolicyArgs, Remembered, SamplingArgs, turn_samples  # noqa: E402
+from rollout import PolicyArgs, SamplingArgs, turn_samples  # noqa: E402
+from support.sweep_tools import Remembered  # noqa: E402
 from support import tiny  # noqa: E402
 from support.tiny import ScriptedPolicy  # noqa: E402
 
@@ -372,7 +373,7 @@ def counted_logprob_fn(logprob_fn, counter):
 
 
 def sweep_fn(policy, counter, samples, advantages, cfg, turns, afresh=False):
-    """One sweep on a fresh optimizer, as train.py runs it (rollout.Remembered), or afresh: every no-grad pass
+    """One sweep on a fresh optimizer, as train.py runs it (sweep_tools.Remembered), or afresh: every no-grad pass
     recomputed (nothing remembered), as before."""
     params = [p for p in policy.model.parameters() if p.requires_grad]
 

@@ -23,7 +23,7 @@ before it is measured (a chunk's rows pass through the same matmul and log-softm
 passes, on B episodes of bench/speed.py's `echo` environment (T turns of --action_tokens scripted tokens,
 replies echoed):
 
-  no-grad    _score without a gradient on turn T's prefix as rollout.Remembered calls it (the sweep's old /
+  no-grad    _score without a gradient on turn T's prefix as sweep_tools.Remembered calls it (the sweep's old /
              new / reference passes), scoring every policy token of the prefix (A = T x action tokens)
   fwd+bwd    _score with a gradient on turn T's tokens, then backward: one optimizer step's micro-batch
   sweep      seeupo.sweep, the authors' one optimizer step per turn (the batch in one micro-batch), KL 0.05
@@ -52,7 +52,8 @@ from torch.utils.checkpoint import checkpoint
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from support import qwen_offline  # noqa: E402
 import seeupo  # noqa: E402
-from rollout import Policy, Remembered, load_policy, turn_samples  # noqa: E402
+from rollout import Policy, load_policy, turn_samples  # noqa: E402
+from support.sweep_tools import Remembered  # noqa: E402
 from speed import mib, peak_memory, scripted_episodes  # noqa: E402
 from support.tiny import TINY_QWEN_CONFIG, tiny_model, tiny_tokenizer  # noqa: E402
 

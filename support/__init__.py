@@ -1,8 +1,8 @@
-"""The incidental machinery: what the five files at the top (seeupo, rollout, envs, train, eval) lean on, and what
-a reader and a student never need to open. Read the top first; each file here opens with what it holds.
+"""The incidental machinery: what the five files at the top (seeupo, rollout, envs, train, eval) lean on, and
+what a reader and a student never need to open. Read the top first; each file here opens with what it holds.
 
   sweep_tools.py   under seeupo.sweep(): micro-batches, sums over processes, the non-finite guard, SweepStats
-  run_files.py     around train.py's loop: flags and config files, the run folder, checkpoints, --resume checks
+  run_files.py     around train.py's loop: flags and config files, the run folder, checkpoints, --resume
   plots.py         curves of finished runs (eval.py --plot, train.py --plot, bench/compare.py's report)
   tiny.py          the embedded models `tiny` and `tiny-qwen`: recipe, warm-up, cache
   qwen_offline.py  Qwen's own tokenizer and the Qwen3 chat template, written offline (tiny-qwen's)

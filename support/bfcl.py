@@ -178,7 +178,7 @@ class BfclEnv:
             if self.turn == len(self.truth):
                 return self._end("the last user turn is over")
             if self.used >= self.max_turns:
-                return self._end(f"max_turns {self.max_turns} reached")
+                return self._end(f"max_turns {self.max_turns} reached", cut=True)
             return self._user_turn(self.turn), False, 0.0, {}
         replies, ran, malformed = [], [], False
         deadline = time.monotonic() + STEP_SECONDS
@@ -204,7 +204,7 @@ class BfclEnv:
         if self.steps > MAXIMUM_STEP_LIMIT:  # BFCL force-quits here and fails the task
             return self._end(f"forced to quit after {MAXIMUM_STEP_LIMIT} steps in a user turn", info)
         if self.used >= self.max_turns:
-            return self._end(f"max_turns {self.max_turns} reached", info)
+            return self._end(f"max_turns {self.max_turns} reached", info, cut=True)
         # valid UTF-8: a JSON escape "\ud800" makes a lone surrogate, which a result may echo and a tokenizer refuses
         return [{"role": "tool", "content": r.encode("utf-8", "backslashreplace").decode()} for r in replies], False, 0.0, info
 
@@ -248,12 +248,14 @@ class BfclEnv:
             self.failure = None if verdict["valid"] else verdict["error_message"]
         self.passed += not self.failure
 
-    def _end(self, why, info=None):
-        """The episode's reward: BFCL's verdict (all user turns played and passed), or the dense one."""
+    def _end(self, why, info=None, cut=False):
+        """The episode's reward: BFCL's verdict (all user turns played and passed), or the dense one. cut: its
+        turns ran out, which counts (train.py's cut_max_turns) where it failed."""
         success = self.passed == len(self.truth)
         reward = self.passed / len(self.truth) if self.dense_reward else float(success)
         outcome = f"{why}; BFCL: {'valid' if success else 'invalid: ' + (self.failure or why)}"
-        return [{"role": "user", "content": outcome}], True, reward, {**(info or {}), "success": success}
+        cut = {"cut_by_max_turns": True} if cut and not success else {}
+        return [{"role": "user", "content": outcome}], True, reward, {**(info or {}), **cut, "success": success}
 
     def oracle_action(self):
         """The ground truth (it peeks): a user turn's calls as Qwen <tool_call> blocks in one message, then

@@ -32,6 +32,8 @@ import sys
 import threading
 import time
 
+from envs import without_thinking
+
 try:  # only these modules: bfcl_eval.utils and the eval config create folders inside site-packages
     import mpmath
     from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING, STATELESS_CLASSES
@@ -64,15 +66,6 @@ def _blocks(text, opening, closing, limit=None):
         spans.append((i, j + len(closing)))
         at = j + len(closing)
     return spans
-
-
-def _without_thinking(text):
-    """The text without its <think>...</think> blocks (Qwen3's thinking is not an action)."""
-    kept, at = [], 0
-    for i, j in _blocks(text, "<think>", "</think>"):
-        kept.append(text[at:i])
-        at = j
-    return "".join(kept) + text[at:]
 
 
 def _unbounded(values):
@@ -157,7 +150,7 @@ def parse_calls(text, python_list=True):
     only (trl_env.py: TRL's format, where a final answer may well be a list)."""
     if len(text) > MAX_TEXT:
         return [f"a message longer than {MAX_TEXT} characters is not read"]
-    text = _without_thinking(text)
+    text = without_thinking(text)  # the one function every environment reads a turn with
     if "<tool_call>" in text:
         blocks = _blocks(text, "<tool_call>", "</tool_call>", limit=MAX_CALLS)
         if len(blocks) > MAX_CALLS:

@@ -100,24 +100,83 @@ def _module_from_file(path):
     return module
 
 
+PROJECT_MODULES = ("seeupo", "rollout", "envs", "train", "eval", "tabular", "support")  # the names ours take
+
+
 def load_object(spec, flag):
-    """The object a `FILE.py:Name` or `package.module:Name` names; else one line naming what is wrong."""
+    """The object a `FILE.py:Name` or `package.module:Name` names; else one line naming what is wrong and what
+    to change (a published script as it is: a class inside main(), training at import, a missing package)."""
     where, colon, name = spec.rpartition(":")
     if not colon or not where or not name.isidentifier():
         fail(f"{flag} {spec!r}: give FILE.py:Name or package.module:Name")
+    is_file = where.endswith(".py") or "/" in where or os.sep in where
     try:
-        if where.endswith(".py") or "/" in where or os.sep in where:
+        if is_file:
             if not os.path.isfile(where):
                 fail(f"{flag} {spec}: no file {where}")
+            _refuse_work_at_import(where, flag, spec)
             module = _module_from_file(os.path.realpath(where))
         else:
             module = importlib.import_module(where)
     except SystemExit:
         raise
-    except Exception as e:  # ModuleNotFoundError, a SyntaxError or any error while the user's file runs
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if not is_file and (where + ".").startswith((e.name or "") + "."):  # the module named is not there
+            fail(f"{flag} {spec}: importing {where} failed ({one_line(e)})")
+        folder = os.path.dirname(os.path.realpath(where)) if is_file else os.getcwd()
+        if missing in PROJECT_MODULES and e.name != missing:  # `import envs.wordle` where envs is ours
+            fail(f"{flag} {spec}: {where} imports its own `{missing}` package, which this project's {missing} "
+                 f"module hides (both are named {missing}): rename your package (say, my_{missing}) and the "
+                 f"imports of it")
+        fail(f"{flag} {spec}: importing {where} needs `{missing}`, which is not installed"
+             + (f" (nor a file in {folder})" if is_file else "") + f": pip install {missing} (its package may "
+             f"be named otherwise), or move that import into the function that uses it")
+    except Exception as e:  # a SyntaxError or any error while the user's file runs
         fail(f"{flag} {spec}: importing {where} failed ({one_line(e)})")
     if not hasattr(module, name):
+        nested = _nested_definition(where, name) if is_file else None
+        if nested:
+            fail(f"{flag} {spec}: {name} is defined inside {nested}: move it to the top level of {where}, so "
+                 f"that it can be imported")
         fail(f"{flag} {spec}: {where} defines no {name}")
     return getattr(module, name)
 
 
+def _top_level_statements(tree):
+    """The module's own statements that run at import, `if __name__ == "__main__":` blocks left out."""
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.dump(node.test):
+            continue
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node
+
+
+def _refuse_work_at_import(path, flag, spec):
+    """A script that trains (or runs its main()) when imported: one line, before it runs."""
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (SyntaxError, ValueError, OSError):
+        return  # importing it says what is wrong
+    for statement in _top_level_statements(tree):
+        for node in ast.walk(statement):
+            func = getattr(node, "func", None) if isinstance(node, ast.Call) else None
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("train", "main"):
+                fail(f"{flag} {spec}: {path} runs {ast.unparse(node)[:60]} when imported (line {node.lineno}): "
+                     f"put that under `if __name__ == \"__main__\":`, so that importing the file only defines "
+                     f"its classes")
+
+
+def _nested_definition(path, name):
+    """Where `name` is defined inside a function of the file ("main(), line 12"), or None."""
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (SyntaxError, ValueError, OSError):
+        return None
+    for outer in ast.walk(tree):
+        if isinstance(outer, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(outer):
+                if inner is not outer and isinstance(inner, (ast.ClassDef, ast.FunctionDef)) and inner.name == name:
+                    return f"{outer.name}(), line {inner.lineno}"
+    return None

@@ -145,6 +145,7 @@ class Run:
         self.metrics = os.path.join(out, "metrics.jsonl")
         self.samples = os.path.join(out, "samples.jsonl")
         self.checkpoint = os.path.join(out, "checkpoint")
+        self.warned = set()  # what the run has warned about (once each)
 
     def log(self, record, path=None):
         if self.accelerator.is_main_process:

@@ -1,6 +1,7 @@
 """The mechanics under seeupo.sweep(), kept out of the algorithm's way: micro-batches by token budget, no-grad
 log-probs of many samples, minibatch splits, sums over processes, the non-finite guard; and SweepStats, the one
-recorder of what a sweep reports (one dict of sums per turn, reduced over processes once, when the turn ends).
+recorder of what a sweep reports (one dict of sums per turn, reduced over processes once, when the turn ends);
+and Remembered, rollout.Policy.turn_logprobs for one sweep, remembering its no-grad passes.
 
 Why gradients are summed here and not by DDP (and why train.py never calls accelerator.prepare on the model):
 processes hold different numbers of samples of a turn, or none, so DDP's lock-step backward would hang. Instead
@@ -162,3 +163,31 @@ class SweepStats:
 def _mean_std(s1, s2, n):
     mean = s1 / max(n, 1)
     return mean, max(s2 / max(n, 1) - mean**2, 0.0) ** 0.5
+
+
+class Remembered:
+    """Policy.turn_logprobs for ONE sweep, remembering its no-grad passes. Such a pass scores EVERY policy
+    token of its prefix, so the pass on turn t+1's prefix holds turn t's log-probs too (the sweep's `new` of
+    t+1, `old` of t), and the reference policy's never change. The current policy's memory holds while the
+    trainable weights equal its copy of them (a step forgets it); values agree with a pass of their own to
+    float rounding (test_rollout.py; docs/performance.md)."""
+
+    def __init__(self, policy):
+        self.policy, self.memory, self.weights = policy, {True: {}, False: {}}, []
+
+    def __call__(self, samples, reference=False):
+        if torch.is_grad_enabled():  # an optimizer step's forward: always a pass of its own
+            return self.policy.turn_logprobs(samples, reference)
+        trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
+        if not reference and not (self.weights
+                                  and all(torch.equal(a, b) for a, b in zip(self.weights, trainable))):
+            # the weights moved
+            self.memory[False], self.weights = {}, [p.detach().clone() for p in trainable]
+        memory = self.memory[reference]  # {episode ids: {position: log pi}}
+        todo = [s for s in samples if not set(s.data.positions) <= memory.get(tuple(s.data.ids), {}).keys()]
+        if todo:
+            logp, _ = self.policy._score(todo, [s.data.policy_positions for s in todo], reference)
+            for s, row in zip(todo, logp.tolist()):
+                memory.setdefault(tuple(s.data.ids), {}).update(zip(s.data.policy_positions, row))
+        rows = [[memory[tuple(s.data.ids)][q] for q in s.data.positions] for s in samples]
+        return left_aligned(rows, max([len(r) for r in rows], default=1), self.policy.device)

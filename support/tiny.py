@@ -52,14 +52,16 @@ from support import qwen_offline
 from support.loaded_env import code_text
 
 # what recipe_key leaves out of this file's code: the cache's own machinery, which shapes no model
-CACHE_ONLY = ("EMBEDDED", "CACHE_ONLY", "FOLDER", "build", "parse_folder", "trained_base", "trained_with",
-              "own_base", "environments_fingerprint", "recipe_key", "cache_folder", "tiny_path", "tiny_qwen_path",
-              "built_once")
+CACHE_ONLY = ("EMBEDDED", "CACHE_ONLY", "QWEN_ONLY", "FOLDER", "folder", "build", "parse_folder", "trained_base",
+              "trained_with", "own_base", "environments_fingerprint", "recipe_key", "cache_folder", "tiny_path",
+              "tiny_qwen_path", "built_once")
+QWEN_ONLY = ("TINY_QWEN_CONFIG", "build_tiny_qwen", "warm_up_qwen")  # what shapes tiny-qwen and not tiny
 EMBEDDED = ("tiny", "tiny-qwen")  # --model names this file builds; any other name is a folder or a Hub name
 TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rope_theta=10000.0,
                    tie_word_embeddings=False)  # tied, exchangeable tokens (lockers A-D) collapse together
-TINY_QWEN_CONFIG = TINY_CONFIG  # beside tiny, only the vocabulary, tokenizer and template differ
+# beside tiny, only the vocabulary, tokenizer and template differ, and the embeddings are tied as Qwen3-0.6B's
+TINY_QWEN_CONFIG = {**TINY_CONFIG, "tie_word_embeddings": True}
 TINY_WARMUP = dict(steps=800, episodes=32, lr=3e-3)  # copying from a reply appears late (docs/default.md)
 # a class of yours, from the default model: its format is new, copying is not; every other step rehearses
 # the default's environments, so that copying survives (bench/results/warmup_copy.md)
@@ -148,6 +150,12 @@ class ScriptedPolicy(Policy):
             action = action[: sampling.max_new_tokens]
             out.append((action, [0.0] * len(action), [0.0] * len(action)))
         return out
+
+
+def folder(name, seed=0, env=None):
+    """The cache folder of --model tiny or tiny-qwen (built or not); env: the LoadedEnv of --env."""
+    digest = env.digest if name == "tiny" and env is not None else ""
+    return tiny_path(seed, digest) if name == "tiny" else tiny_qwen_path(seed)
 
 
 def build(name, seed=0, env=None, log=print):
@@ -242,7 +250,8 @@ def recipe_key(name):
     docstrings (the configs, the tokenizer, the templates, the warm-up and its settings), the toy environments'
     data, and for tiny-qwen qwen_offline.py's code, Qwen's BPE ranks and the transformers version whose
     converter reads them."""
-    parts = [name, code_text(sys.modules[__name__], leave_out=CACHE_ONLY), environments_fingerprint()]
+    leave_out = CACHE_ONLY + (QWEN_ONLY if name == "tiny" else ())
+    parts = [name, code_text(sys.modules[__name__], leave_out=leave_out), environments_fingerprint()]
     if name == "tiny-qwen":
         import transformers
         ranks, _ = qwen_offline._qwen_ranks()
@@ -407,7 +416,8 @@ def warm_up_qwen(path, seed=0, steps=None, log=print):
     train.py's default) on the folder's model, saved back. The loss is the exact log-softmax over all V
     columns at the cost of a few hundred: the output rows of tokens the warm-up never shows are zero and held
     there, so their logits are exactly 0 and their V - |S| terms of the softmax's sum are V - |S| times e^0.
-    Only the embedding and output rows of the tokens it shows (S) and the decoder train."""
+    Only the rows of the tokens it shows (S) and the decoder train. Tied embeddings (Qwen3-0.6B's, and
+    tiny-qwen's) are one matrix: its rows of S train as both, the others are 0 as input and output alike."""
     steps = TINY_WARMUP["steps"] if steps is None else steps
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
     rng = random.Random(seed)
@@ -419,7 +429,9 @@ def warm_up_qwen(path, seed=0, steps=None, log=print):
     column = torch.full((vocab,), -1, dtype=torch.long)
     column[S] = torch.arange(len(S))  # token id -> its row in the trained embedding and output rows
     embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    shown_embed, shown_head = (torch.nn.Parameter(w.detach()[S].clone()) for w in (embed, head))
+    tied = embed is head
+    shown_embed = torch.nn.Parameter(embed.detach()[S].clone())
+    shown_head = shown_embed if tied else torch.nn.Parameter(head.detach()[S].clone())
     background = torch.tensor(float(vocab - len(S))).log()  # log sum of e^0 over the unshown columns
     decoder = model.get_decoder()
     decoder.embed_tokens.weight.requires_grad_(False)
@@ -438,11 +450,13 @@ def warm_up_qwen(path, seed=0, steps=None, log=print):
         return -(logp * mask).sum() / mask.sum()
 
     model.train()
-    params = [p for p in decoder.parameters() if p.requires_grad] + [shown_embed, shown_head]
+    shown = [shown_embed] if tied else [shown_embed, shown_head]
+    params = [p for p in decoder.parameters() if p.requires_grad] + shown
     loss = warm_up(params, data, steps, TINY_WARMUP["lr"], loss_of, "warm-up of tiny-qwen")
     with torch.no_grad():
-        embed[S], head[:] = shown_embed, 0.0
+        head[:] = 0.0  # (tied: the input rows of unshown tokens too)
         head[S] = shown_head
+        embed[S] = shown_embed
     model.save_pretrained(path)
     log(f"tiny-qwen model warmed up ({steps} steps, |S| = {len(S)} tokens shown; loss {loss:.3f})")
     return path

@@ -21,7 +21,8 @@ As TRL's GRPOTrainer plays such a class (docs/environments.md lists the rules in
   with prompts=[the prompt], completions=[the assistant and tool messages since], environments=[the instance] and
   each other column of the row as a one-element list, plus `get_reward()` if the class defines it (TRL sums the
   sources). Not passed: completion_ids (an environment sees text, not token ids); trainer_state is None;
-- success (the held-out measure): the reward reaches `success_at` (1.0: full marks on TRL's usual 0-1 scale).
+- success (the held-out measure): the reward reaches `success_at` (--success_at, else the class's own `success_at`
+  attribute, else 1.0: full marks on TRL's usual 0-1 scale); an episode its turns ran out on is counted as cut.
 
 Time limits: a thread cannot be killed, so a timed-out call on a thread would run on, holding and changing the
 episode's instance while the next turns go on; a process per episode would really stop it but costs a start-up per
@@ -106,7 +107,7 @@ def _bind_check(fn, what, hint, **kwargs):
         fail(f"{what}: {e}; {hint}")
 
 
-def load_trl(cls, tasks, test_tasks, reward, max_turns=0, success_at=SUCCESS_AT, tool_seconds=TOOL_SECONDS,
+def load_trl(cls, tasks, test_tasks, reward, max_turns=0, success_at=0.0, tool_seconds=TOOL_SECONDS,
              max_tool_output=MAX_TOOL_OUTPUT):
     """Check a TRL-style class with its tasks (file paths) and reward ("FILE.py:function" or None), each problem one
     line, before any model is loaded; a LoadedEnv whose factory makes TrlEnvs."""
@@ -169,13 +170,17 @@ def load_trl(cls, tasks, test_tasks, reward, max_turns=0, success_at=SUCCESS_AT,
         if inspect.iscoroutinefunction(get_reward):
             fail(f"{label}.get_reward is async: make it a plain method")
         _bind_check(get_reward, f"{label}.get_reward", "it takes no argument but self", self=None)
+    threshold = getattr(cls, "success_at", None)  # (--success_at, else a class attribute, else SUCCESS_AT)
+    success_at = success_at or (threshold if isinstance(threshold, (int, float)) else SUCCESS_AT)
     own = getattr(cls, "max_turns", None)  # this project's extension: TRL ignores a class attribute
-    max_turns = max_turns or (own if isinstance(own, int) and own >= 1 else DEFAULT_MAX_TURNS)
+    own_turns = not max_turns and isinstance(own, int) and own >= 1
+    max_turns = max_turns or (own if own_turns else DEFAULT_MAX_TURNS)
     setup = TrlSetup(cls=cls, name=label, functions=functions, schemas=schemas, reward=reward_fn,
                      get_reward=callable(get_reward), max_turns=max_turns, success_at=success_at,
                      tool_seconds=tool_seconds, max_tool_output=max_tool_output,
                      train=[{"id": f"{label}-train-{i}", "row": r} for i, (_, r) in enumerate(train)],
-                     test=[{"id": f"{label}-test-{i}", "row": r} for i, (_, r) in enumerate(test)])
+                     test=[{"id": f"{label}-test-{i}", "row": r} for i, (_, r) in enumerate(test)],
+                     own_turns=own_turns)
     return LoadedEnv(label, functools.partial(TrlEnv, setup), setup.train, setup.test,
                      digest([cls, TrlEnv, parse_calls], setup.max_turns, setup.train, setup.test))
 
@@ -212,6 +217,7 @@ class TrlSetup:
     max_tool_output: int
     train: list = field(repr=False)  # tasks: {"id": ..., "row": the tasks file's row}
     test: list = field(repr=False)
+    own_turns: bool = False  # max_turns is the class's own: its episodes end there by design, never "cut"
 
 
 class TrlEnv:
@@ -260,7 +266,7 @@ class TrlEnv:
                             *replies]
         info = {"malformed": True} if malformed else {}
         if self.turn >= self.max_turns:
-            return self._end(f"max_turns {self.max_turns} reached", replies, info)
+            return self._end(f"max_turns {self.max_turns} reached", replies, info, cut=True)
         return replies, False, 0.0, info
 
     def _run(self, name, args, kwargs, seconds):
@@ -285,10 +291,14 @@ class TrlEnv:
             result = f"{result[:n]}... [truncated: {len(result) - n} more characters]"
         return _valid_utf8(result), True
 
-    def _end(self, why, replies, info):
+    def _end(self, why, replies, info, cut=False):
+        """The episode's last reply; cut: its turns ran out, which counts (train.py's cut_max_turns) where it
+        failed under a limit not the class's own (--max_turns, or DEFAULT_MAX_TURNS)."""
         reward = self._reward()
+        success = reward >= self.setup.success_at
+        cut = {"cut_by_max_turns": True} if cut and not success and not self.setup.own_turns else {}
         return (replies + [{"role": "user", "content": f"{why}; reward {reward:g}"}], True, reward,
-                {**info, "success": reward >= self.setup.success_at})
+                {**info, **cut, "success": success})
 
     def _reward(self):
         """TRL's way: the reward function on this one completion, plus get_reward() if the class has it."""

@@ -44,6 +44,8 @@ class EnvArgs:
     max_turns: int = knob(0, "policy turns per episode (0: the environment's own limit)")
     max_tool_output: int = knob(2000, "BFCL and TRL-style classes: tool outputs longer than this many characters are "
                                       "truncated, marked")
+    success_at: float = knob(0.0, "a TRL-style class: an episode whose reward reaches this is a success, in "
+                                  "training's evaluations and eval.py (0: the class's success_at, else 1.0)")
     bfcl_category: Literal[bfcl.CATEGORIES] = knob("multi_turn_base", "BFCL v4 category to train on")
     bfcl_dense: bool = knob(False, "BFCL: reward = fraction of leading user turns that pass (eval stays binary)")
 
@@ -59,12 +61,12 @@ def resolve_env(args, need_random_action=False):
     kwargs = {"max_turns": args.max_turns} if args.max_turns else {}
     if ":" in args.env:
         return load_env(args.env, args.tasks or None, args.test_tasks or None, args.reward or None, args.max_turns,
-                        need_random_action, max_tool_output=args.max_tool_output)
+                        need_random_action, max_tool_output=args.max_tool_output, success_at=args.success_at)
     names = (*envs.ENVS, "bfcl")  # read now: a class added to envs.ENVS after import counts (EXERCISES.md, 4)
     if args.env not in names:
         fail(f"unknown --env {args.env!r}: choose one of {', '.join(names)}, or give a class of yours as FILE.py:Class "
              f"or package.module:Class (docs/environments.md)")
-    for flag in ("tasks", "test_tasks", "reward"):
+    for flag in ("tasks", "test_tasks", "reward", "success_at"):
         if getattr(args, flag):
             fail(f"--{flag} is for a TRL-style class (--env FILE.py:Class); --env {args.env} has its own tasks and "
                  f"reward")
@@ -89,7 +91,14 @@ def load_env(spec, tasks=None, test_tasks=None, reward=None, max_turns=0, need_r
         fail(f"--env {spec}: {type(cls).__name__} {spec.rpartition(':')[2]} is not a class")
     # a `step` is this project's interface, unless tasks come with a class that has no tasks(): TRL's kind, where a
     # game's `step(action)` may well be a tool
-    if callable(getattr(cls, "step", None)) and not (tasks and not callable(getattr(cls, "tasks", None))):
+    has_tasks = callable(getattr(cls, "tasks", None))
+    if callable(getattr(cls, "step", None)) and not has_tasks and not tasks and callable(getattr(cls, "reset", None)):
+        fail(f"--env {spec}: {cls.__name__} has reset() and step() but no tasks(split): a TRL environment_factory "
+             f"class (its step a tool) needs its tasks, --tasks FILE.jsonl (and --reward); this project's interface "
+             f"needs tasks(split) (envs.py's top)")
+    if callable(getattr(cls, "step", None)) and not (tasks and not has_tasks):
+        if trl_options.get("success_at"):
+            fail(f"--success_at is for TRL-style classes; {cls.__name__} reports its own info['success']")
         for flag, value in (("--tasks", tasks), ("--test_tasks", test_tasks), ("--reward", reward)):
             if value:
                 fail(f"{flag} is for TRL-style classes; {cls.__name__} has step(), this project's interface: its "

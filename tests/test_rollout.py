@@ -7,9 +7,10 @@ import torch
 
 import envs
 from conftest import one_step
-from rollout import (Policy, PolicyArgs, Remembered, SamplingArgs, load_policy, render_prompt, render_reply,
+from rollout import (Policy, PolicyArgs, SamplingArgs, load_policy, render_prompt, render_reply,
                      rollout, turn_samples)
 from seeupo import grae_advantages, sweep
+from support.sweep_tools import Remembered
 from support.tiny import ScriptedPolicy, tiny_model, tiny_tokenizer
 
 
@@ -141,7 +142,7 @@ def test_multi_turn_episodes_on_the_real_vocabulary_are_token_exact(qwen_policy,
     only; and the sweep's log-probs of every turn (a pass of its own, and remembered) are a plain forward's."""
     policy = Policy(qwen_policy.model, qwen_policy.tokenizer, temperature=0.7, chat_kwargs={"enable_thinking": thinking})
     tok, im_end = policy.tokenizer, 151645
-    assert policy.stop_ids == [im_end]
+    assert policy.stop_ids == [im_end, 151643]  # and <|endoftext|>: Qwen3's generation config stops on both
     for env_name in envs.ENVS:
         episodes = oracle_episodes(policy, env_name, n=1)
         for e in episodes:

@@ -8,6 +8,7 @@ carried over."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -535,16 +536,44 @@ def test_one_function_resolves_a_built_in_and_a_class_of_yours_with_one_line_per
         assert str(e.value).startswith("error: ") and says in str(e.value), e.value
 
 
-def test_a_call_that_cannot_fit_in_max_new_tokens_is_one_line_naming_the_flag():
-    """The default tokenizer spells lookup_trl's get call in 63 tokens: a turn of 16 cannot hold one."""
-    from rollout import Policy, SamplingArgs, check_context
-    from support.tiny import tiny_tokenizer
-    loaded, policy = lookup(), Policy(None, tiny_tokenizer(0))
-    with pytest.raises(SystemExit) as e:
-        check_context(policy, loaded.factory(), loaded.train_tasks[0], SamplingArgs())
-    assert str(e.value) == ("error: a well-formed action of LookupTRL takes up to 64 of this model's tokens (with the "
-                            "end of turn), more than --max_new_tokens 16: raise --max_new_tokens to 64 or more")
-    check_context(policy, loaded.factory(), loaded.train_tasks[0], SamplingArgs(max_new_tokens=64))
+LONG = """
+class Investigate:
+    name, max_turns, tools = "investigate", 4, None
+    def __init__(self):
+        self.turn = 0
+    @staticmethod
+    def tasks(split, n=None):
+        return [{"id": f"{split}-{i}", "case": i} for i in range(4)]
+    def reset(self, task):
+        self.turn = 0
+        return [{"role": "user", "content": "Ledger entry 4411 moved to account 93; " * 150}]
+    def step(self, text):
+        self.turn += 1
+        done = self.turn >= self.max_turns
+        return [{"role": "user", "content": "no such entry"}], done, 0.0, {"success": False} if done else {}
+    def random_action(self, rng):
+        return "lookup(" + ", ".join(f"entry_{rng.randrange(9999)}" for _ in range(6)) + ")"
+"""
+
+
+def test_a_long_prompt_class_stops_before_any_model_naming_every_flag_to_raise(tmp_path):
+    """A 1,500-token prompt and long actions at default flags: one message naming both limits, each with a value
+    with room, before the tiny model is built (the empty cache stays empty)."""
+    path = write(str(tmp_path), "long_env.py", LONG)
+    cache = tmp_path / "cache"
+    out = run_train("--env", f"{path}:Investigate", "--out", str(tmp_path / "run"), check=False,
+                    env={"SEEUPO_CACHE": str(cache)})
+    lines = out.stderr.strip().splitlines()
+    message = "\n".join(lines[lines.index(next(line for line in lines if line.startswith("error: "))):])
+    assert out.returncode == 1 and message.startswith("error: investigate does not fit the limits"), out.stderr
+    prompt = int(message.split("the longest first prompt has ")[1].split(" ")[0])
+    action = int(message.split("a well-formed action takes up to ")[1].split(" ")[0])
+    assert prompt > 1500 and action > 16
+    context = int(re.search(r"raise --max_context to (\d+)", message)[1])
+    new_tokens = int(re.search(r"raise --max_new_tokens to (\d+)", message)[1])
+    assert context >= 1.5 * (prompt + 16) and new_tokens >= 1.5 * action  # with room, not the minimum
+    assert not os.path.exists(cache) or not any(p.name.startswith("tiny-") and not p.name.endswith(".lock")
+                                                for p in cache.iterdir())
 
 
 def test_eval_takes_the_same_env_flags_and_a_count_of_tasks_is_eval_tasks(offline_hub):
@@ -686,3 +715,107 @@ def test_a_trl_class_written_elsewhere_trains_with_tiny_unchanged_and_eval_score
     table = json.load(open(tmp_path / "e.json"))["results"]["Counter"]
     assert (table["base"]["success_rate"], table["adapter"]["success_rate"]) == (start, end) and not log.exists()
     assert "building" not in evaluated.stdout + evaluated.stderr  # the tiny model train.py built, from the cache
+
+
+# ----------------------------------------------------------------------------- limits and published scripts
+CATCH = '''
+class Catch:
+    """A ball falls nine rows; the episode is won only by moving under it all the way down (TRL's Catch shape)."""
+    def reset(self, **kwargs):
+        self.moves = 0
+    def move(self, direction: str) -> str:
+        """Move the paddle.
+
+        Args:
+            direction: where to (choices: ["left", "stay", "right"])
+        """
+        self.moves += 1
+        return f"row {self.moves}"
+    def get_reward(self) -> float:
+        return float(self.moves >= 9)
+'''
+
+
+def test_episodes_cut_by_max_turns_are_counted_each_step_and_said_once(tmp_path):
+    """A Catch-like class needs 9 moves, DEFAULT_MAX_TURNS is 8: every episode scores 0 because of the limit,
+    and the step's metrics, its line and one warning say so (not a silent zero)."""
+    import types
+
+    import torch
+    from accelerate import Accelerator
+
+    import train
+    from rollout import SamplingArgs, rollout
+    from support.tiny import ScriptedPolicy, tiny_tokenizer
+    path = write(str(tmp_path), "catch.py", CATCH)
+    loaded = user_env.load_env(f"{path}:Catch", tasks=rows_file(str(tmp_path), TRAIN_TEST))
+    policy = ScriptedPolicy(tiny_tokenizer(0), lambda e: call("move", direction="stay"))
+    episodes = rollout(policy, loaded.factory, loaded.train_tasks, 4, SamplingArgs(max_new_tokens=256,
+                                                                                    max_context=8192))
+    assert [e.cut for e in episodes] == ["max_turns"] * 4 and all(e.reward == 0 for e in episodes)
+    stats = {"turns": {}, "correction_mean": 1.0, "correction_std": 0.0, "kl": 0.0}
+    groups = torch.zeros(4, dtype=torch.long)
+    record = {"step": 1, **train.step_metrics(episodes, torch.zeros(4), groups, stats, Accelerator(cpu=True), 8,
+                                              1.0, 1.0)}
+    assert (record["cut_max_turns"], record["cut_max_context"], record["cut_max_new_tokens"]) == (4, 0, 0)
+    lines, run = [], types.SimpleNamespace(warned=set())
+    bar = types.SimpleNamespace(set_postfix=lambda **kwargs: None, write=lines.append)
+    args = train.parse_args([])
+    for _ in range(2):
+        train.show(bar, args, record, 0.0, episodes[0], policy.tokenizer, run, True)
+    assert "cut by --max_turns 4" in lines[0] and "cut by --max_turns 4" in lines[2]
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == ["warning: --max_turns (the environment's own) cut 4 of 4 episodes this step (reward 0): "
+                        "raise it"]  # once a run
+    own = user_env.load_env(f"{LOOKUP_TRL}:LookupTRL", tasks=LOOKUP_TRL_TASKS, reward=f"{LOOKUP_TRL}:reward")
+    env = own.factory()  # a class's own max_turns is its design: its episodes end there, never "cut"
+    env.reset(own.train_tasks[0])
+    env.step(call("get", locker="A"))
+    assert "cut_by_max_turns" not in env.step(call("answer", code=0))[3]
+
+
+def test_success_at_sets_what_counts_as_success_for_a_trl_class(tmp_path):
+    """--success_at (EnvArgs: train.py's evaluations and eval.py resolve the environment through it alike)."""
+    import eval as evaluation
+    import train
+    from support.user_env import EnvArgs, resolve_env
+    flags = dict(env=f"{LOOKUP_TRL}:LookupTRL", tasks=LOOKUP_TRL_TASKS, reward=f"{LOOKUP_TRL}:reward")
+    for success_at, success in ((0.0, False), (0.5, True)):
+        env = resolve_env(EnvArgs(**flags, success_at=success_at)).factory()
+        task = lookup().train_tasks[0]
+        env.reset(task)
+        env.step(call("get", locker=task["row"]["ask"]))  # the asked locker, then a wrong code: reward 0.5
+        assert env.step(call("answer", code=task["row"]["codes"][task["row"]["ask"]] + 1))[3]["success"] == success
+    assert train.parse_args(["--success_at", "0.5"]).success_at == 0.5
+    assert evaluation.EvalArgs(success_at=0.5).success_at == 0.5
+    with pytest.raises(SystemExit, match="--success_at is for a TRL-style class"):
+        resolve_env(EnvArgs(env="lookup", success_at=0.5))
+
+
+PUBLISHED = [  # (a published script's shape, what its one line says)
+    ("import trl_not_installed_here\nclass E:\n    def reset(self, **kw): pass\n",
+     "needs `trl_not_installed_here`, which is not installed"),
+    ("def main():\n    class E:\n        def reset(self, **kw): pass\n    return E\n",
+     "E is defined inside main(), line 2: move it to the top level"),
+    ("class E:\n    def reset(self, **kw): pass\ntrainer = object()\ntrainer.train()\n",
+     "runs trainer.train() when imported (line 4): put that under `if __name__ == \"__main__\":`"),
+]
+
+
+@pytest.mark.parametrize("source, says", PUBLISHED)
+def test_a_published_script_as_it_is_gets_one_line_saying_what_to_change(tmp_path, source, says):
+    path = write(str(tmp_path), "published.py", source)
+    with pytest.raises(SystemExit) as e:
+        user_env.load_env(f"{path}:E", tasks=rows_file(str(tmp_path), TRAIN_TEST))
+    assert says in str(e.value) and "\n" not in str(e.value), e.value
+
+
+def test_a_package_of_yours_named_like_a_project_module_is_one_line_naming_the_clash(tmp_path):
+    """HuggingEnvs' layout: the class's folder has its own `envs/` package; this project's envs.py hides it."""
+    os.makedirs(tmp_path / "envs")
+    write(str(tmp_path / "envs"), "__init__.py", "")
+    write(str(tmp_path / "envs"), "wordle.py", "WORDS = ['crane']\n")
+    path = write(str(tmp_path), "wordle_env.py", "from envs.wordle import WORDS\nclass E:\n"
+                                                  "    def reset(self, **kw): pass\n")
+    with pytest.raises(SystemExit, match="imports its own `envs` package, which this project's envs module hides"):
+        user_env.load_env(f"{path}:E", tasks=rows_file(str(tmp_path), TRAIN_TEST))
