@@ -90,8 +90,8 @@ def records(out_dir):
 @pytest.fixture(scope="session")
 def tiny_default():
     """The folder of the warmed-up default tiny model of seed 0 (what train.py's --model tiny loads), built in this
-    process at its two threads if the cache lacks it (~2.5 min): train.py runs started side by side would each
-    build it, at two threads each on two cores (it once took 15 min of a fresh clone's suite that way)."""
+    process at two threads if the cache lacks it (~2.5 min). train.py runs started side by side would build it
+    once too (tiny.built_once's lock: the others wait), but at their one thread each: this is faster."""
     from support import tiny
     return tiny.build_tiny(0)
 

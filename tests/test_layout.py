@@ -59,10 +59,14 @@ def test_no_import_circle():
             visit(m)
 
 
-def cache_folder(root, name="tiny"):
-    code = f"from support import tiny; print(tiny.cache_folder({name!r}, 0))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
-    return os.path.basename(out.stdout.strip())
+def cache_folders(*roots):
+    """The tiny and tiny-qwen cache folder names each copy of the project computes, in subprocesses run at once."""
+    code = "from support import tiny; print(tiny.cache_folder('tiny', 0), tiny.cache_folder('tiny-qwen', 0))"
+    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+            for root in roots]
+    outs = [run.communicate()[0].split() for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    return [[os.path.basename(path) for path in out] for out in outs]
 
 
 def edited_copy(tmp_path, name, edits):
@@ -77,14 +81,13 @@ def edited_copy(tmp_path, name, edits):
 
 
 def test_a_comment_or_docstring_edit_rebuilds_nothing_and_a_change_to_the_recipe_does(tmp_path):
-    key = cache_folder(ROOT)
     commented = edited_copy(tmp_path, "commented", {
         "support/tiny.py": ('"""The two embedded models', '"""(edited) The two embedded models'),
         "envs.py": ("import itertools\n", "import itertools  # a comment a student added\n"),
     })
-    assert cache_folder(commented) == key
     warm_up = edited_copy(tmp_path, "steps", {"support/tiny.py": ("steps=800,", "steps=801,")})
-    assert cache_folder(warm_up) != key
     replies = edited_copy(tmp_path, "replies", {"envs.py": ('f"{door}: dead end"', 'f"{door}: a dead end"')})
-    assert cache_folder(replies) != key  # an environment's replies shape the warm-up's data
-    assert cache_folder(ROOT, "tiny-qwen").startswith("tiny-qwen-")
+    (tiny, tiny_qwen), edited, longer, other = cache_folders(ROOT, commented, warm_up, replies)
+    assert tiny.startswith("tiny-") and tiny_qwen.startswith("tiny-qwen-")
+    assert edited == [tiny, tiny_qwen]  # comments and docstrings: nothing rebuilt
+    assert longer[0] != tiny and other[0] != tiny  # a warm-up setting; an environment's replies (its data)
