@@ -18,7 +18,6 @@ indented part is inside the one above it). Build time is not in it (the model is
 import argparse
 import cProfile
 import os
-import platform
 import pstats
 import sys
 import tempfile
@@ -28,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train  # noqa: E402
+from bench.seeds import cpu_model  # noqa: E402
 from support import tiny  # noqa: E402
 
 PARTS = [  # (part, [(file, function), ...]): the cumulative time of those functions
@@ -82,7 +82,7 @@ def main():
         print(threads, {k.strip(): round(v, 1) for k, v in rows[-1][1].items()}, flush=True)
     lines = [f"# Where a default step's time goes (`python bench/step_profile.py --threads "
              f"{' '.join(map(str, args.threads))} --steps {args.steps}`)", "",
-             f"- CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+             f"- CPU: {cpu_model()}, {os.cpu_count()} cores; "
              f"{time.strftime('%Y-%m-%d')}; the default recipe, seed 0, tiny cached, {args.steps} steps of 128 "
              f"episodes with the held-out evaluations at step 0 and at the end (128 tasks x 2 episodes each)",
              "- seconds of the whole train.main() (cProfile's cumulative time of each part; a part holds what runs "

@@ -170,6 +170,7 @@ AUTHORS = os.path.join(ROOT, "bench", "results", "compare", "authors")
 @pytest.mark.skipif(not os.path.exists(os.path.join(AUTHORS, "lookup", "lr0.001", "gspo", "seed4", "wall.json")),
                     reason="no committed authors-regime runs")
 @pytest.mark.filterwarnings("ignore:Tight layout not applied")  # two pairs: differences.png is small
+@pytest.mark.slow  # the report, twice
 def test_the_report_is_byte_for_byte_the_same_when_written_twice(tmp_path, monkeypatch):
     """--report written twice from the same runs (5 committed seeds of two methods), here and in a fresh process
     with another PYTHONHASHSEED, puts the same bytes into every file: results.md, results.json and the PNGs (no

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 CARD = {"seeupo.py", "rollout.py", "envs.py", "train.py", "eval.py", "tabular.py"}
@@ -80,6 +82,7 @@ def edited_copy(tmp_path, name, edits):
     return copy
 
 
+@pytest.mark.slow  # four subprocesses that import torch
 def test_a_comment_or_docstring_edit_rebuilds_nothing_and_a_change_to_the_recipe_does(tmp_path):
     commented = edited_copy(tmp_path, "commented", {
         "support/tiny.py": ('"""The two embedded models', '"""(edited) The two embedded models'),

@@ -26,6 +26,7 @@ BUILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two subprocesses
 def test_two_processes_that_need_one_model_build_it_once(tmp_path):
     path, builds = str(tmp_path / "cache" / "tiny-0123456789-seed0"), str(tmp_path / "builds")
     runs = [subprocess.Popen([sys.executable, "-c", BUILD, path, builds], cwd=ROOT, text=True,

@@ -556,6 +556,7 @@ class Investigate:
 """
 
 
+@pytest.mark.slow  # train.py as a subprocess
 def test_a_long_prompt_class_stops_before_any_model_naming_every_flag_to_raise(tmp_path):
     """A 1,500-token prompt and long actions at default flags: one message naming both limits, each with a value
     with room, before the tiny model is built (the empty cache stays empty)."""
