@@ -58,7 +58,8 @@ def without_thinking(text):
     return "".join(kept) + text[at:]
 
 
-def user(text):
+def user_message(text):
+    """An environment's reply: one user message (a list, as step() returns replies)."""
     return [{"role": "user", "content": text}]
 
 
@@ -117,10 +118,10 @@ class LookupEnv:
             reply, info = "bad call; use get(X), then answer(N)", {"malformed": True}
         done = answered is not None or self.turn >= self.max_turns
         if not done:
-            return user(reply), False, 0.0, info
+            return user_message(reply), False, 0.0, info
         # outcome reward with partial credit: half for having opened the asked locker, half for success
         win = reply == "correct"
-        return user(reply), True, 0.5 * (ask in self.opened) + 0.5 * win, {**info, "success": win}
+        return user_message(reply), True, 0.5 * (ask in self.opened) + 0.5 * win, {**info, "success": win}
 
     def random_action(self, rng):
         """A well-formed action of the protocol with a uniformly random argument (the tiny model's
@@ -173,8 +174,8 @@ class GuessEnv:
             self.left = [x for x in self.left if (x > n if n < secret else x < n)]
         done = reply == "correct" or self.turn >= self.max_turns
         if not done:  # a well-formed guess is echoed ("5: higher"), so the next turn can copy it
-            return user(reply if info else f"{n}: {reply}"), False, 0.0, info
-        return user(reply), True, float(reply == "correct"), {**info, "success": reply == "correct"}
+            return user_message(reply if info else f"{n}: {reply}"), False, 0.0, info
+        return user_message(reply), True, float(reply == "correct"), {**info, "success": reply == "correct"}
 
     def random_action(self, rng):
         """A well-formed guess of a uniformly random digit (the tiny model's warm-up)."""
@@ -225,15 +226,15 @@ class RelayEnv:
         a, b, right = self.task["forks"][self.passed]
         call = CALL.match(without_thinking(text))
         if not call or call.group(1) != "open" or call.group(2) not in (str(a), str(b)):
-            return (user("bad call; use open(N) with a door offered"), True, 0.0,
+            return (user_message("bad call; use open(N) with a door offered"), True, 0.0,
                     {"malformed": True, "success": False})
         door = int(call.group(2))
         if door != (a, b)[right]:
-            return user(f"{door}: dead end"), True, 0.0, {"success": False}
+            return user_message(f"{door}: dead end"), True, 0.0, {"success": False}
         self.passed += 1
         if self.passed == self.max_turns:
-            return user(f"{door}: out"), True, 1.0, {"success": True}
-        return user(f"{door}: {self._fork()}"), False, 0.0, {}
+            return user_message(f"{door}: out"), True, 1.0, {"success": True}
+        return user_message(f"{door}: {self._fork()}"), False, 0.0, {}
 
     def random_action(self, rng):
         """One of the two doors offered now, uniformly (the tiny model's warm-up)."""

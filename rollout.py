@@ -11,7 +11,7 @@
   Policy.generate    batched sampling (left padding, KV cache) that also records each sampled token's
                      log-prob and the entropy of the distribution it was drawn from
   Policy.turn_logprobs  what seeupo.sweep() trains through: turn t's forward on turn t's prefix, the
-                     log-softmax on scored rows only (support/sweep_tools.Remembered: the same, remembering
+                     log-softmax on scored rows only (support/sweep_tools.LogprobCache: the same, remembering
                      its no-grad passes' results)
   rollout()          G episodes per task; each turn, ALL unfinished episodes in one batched generate call.
                      Sampled ids are kept as sampled (never re-encoded), replies appended as chat-template
@@ -134,7 +134,7 @@ def load_policy(path, args=None, seed=0, adapter=None, device="cpu"):
                   chat_kwargs={"enable_thinking": args.thinking})
 
 
-class _Record(LogitsProcessor):
+class _SamplingRecorder(LogitsProcessor):
     """Records each sampled token's log pi and pi's entropy, from the logits / temperature (before top-p, as
     verl and TRL do), one [B, V] row at a time: at step k+1 it sees the token drawn at step k."""
 
@@ -207,7 +207,7 @@ class Policy:
         for k in range(0, len(contexts), sampling.gen_batch_size):
             ids, attention, _ = self._batch(contexts[k : k + sampling.gen_batch_size])
             # generate() itself samples at temperature 1, top-p 1
-            recorder, sampled = _Record(), self.temperature > 0
+            recorder, sampled = _SamplingRecorder(), self.temperature > 0
             processors = ([TemperatureLogitsWarper(self.temperature)]
                           if sampled and self.temperature != 1 else []) \
                 + [recorder] + ([TopPLogitsWarper(sampling.top_p)] if sampled and sampling.top_p < 1 else [])

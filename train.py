@@ -53,7 +53,7 @@ from rollout import PolicyArgs, SamplingArgs, load_policy, rollout, turn_samples
 from seeupo import knob
 from support import run_files, tiny
 from support.limits import check_limits
-from support.sweep_tools import Remembered
+from support.sweep_tools import LogprobCache
 from support.user_env import EnvArgs, resolve_env
 
 
@@ -151,7 +151,7 @@ def main(argv=None):
                                             reduce_sum=reduce_sum, leave_one_out=args.baseline == "loo")
         samples = turn_samples(episodes,
                                whole_episode=args.schedule == "all" and args.baseline_samples == "episode")
-        stats = seeupo.sweep(Remembered(policy), optimizers, samples, advantages.to(device), args,
+        stats = seeupo.sweep(LogprobCache(policy), optimizers, samples, advantages.to(device), args,
                              env.max_turns, sweep_seed, reduce_sum)
         for scheduler in schedulers:
             scheduler.step()  # one lr per training step, whatever the number of optimizer steps in the sweep

@@ -56,7 +56,7 @@ import rollout  # noqa: E402
 import seeupo  # noqa: E402
 from random_init import CONFIGS, save_random_init  # noqa: E402
 from rollout import PolicyArgs, SamplingArgs, turn_samples  # noqa: E402
-from support.sweep_tools import Remembered  # noqa: E402
+from support.sweep_tools import LogprobCache  # noqa: E402
 from support import tiny  # noqa: E402
 from support.tiny import ScriptedPolicy  # noqa: E402
 
@@ -373,13 +373,13 @@ def counted_logprob_fn(logprob_fn, counter):
 
 
 def sweep_fn(policy, counter, samples, advantages, cfg, turns, afresh=False):
-    """One sweep on a fresh optimizer, as train.py runs it (sweep_tools.Remembered), or afresh: every no-grad pass
+    """One sweep on a fresh optimizer, as train.py runs it (sweep_tools.LogprobCache), or afresh: every no-grad pass
     recomputed (nothing remembered), as before."""
     params = [p for p in policy.model.parameters() if p.requires_grad]
 
     def run():
         optimizer = torch.optim.AdamW(params, lr=1e-6)  # tiny steps: the weights barely move between runs
-        logprob_fn = counted_logprob_fn(policy.turn_logprobs if afresh else Remembered(policy), counter)
+        logprob_fn = counted_logprob_fn(policy.turn_logprobs if afresh else LogprobCache(policy), counter)
         return seeupo.sweep(logprob_fn, optimizer, samples, advantages, cfg, turns)
 
     return run

@@ -23,7 +23,7 @@ before it is measured (a chunk's rows pass through the same matmul and log-softm
 passes, on B episodes of bench/speed.py's `echo` environment (T turns of --action_tokens scripted tokens,
 replies echoed):
 
-  no-grad    _score without a gradient on turn T's prefix as sweep_tools.Remembered calls it (the sweep's old /
+  no-grad    _score without a gradient on turn T's prefix as sweep_tools.LogprobCache calls it (the sweep's old /
              new / reference passes), scoring every policy token of the prefix (A = T x action tokens)
   fwd+bwd    _score with a gradient on turn T's tokens, then backward: one optimizer step's micro-batch
   sweep      seeupo.sweep, the authors' one optimizer step per turn (the batch in one micro-batch), KL 0.05
@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from support import qwen_offline  # noqa: E402
 import seeupo  # noqa: E402
 from rollout import Policy, load_policy, turn_samples  # noqa: E402
-from support.sweep_tools import Remembered  # noqa: E402
+from support.sweep_tools import LogprobCache  # noqa: E402
 from speed import mib, peak_memory, scripted_episodes  # noqa: E402
 from support.tiny import TINY_QWEN_CONFIG, tiny_model, tiny_tokenizer  # noqa: E402
 
@@ -165,7 +165,7 @@ def passes(policy, episodes, advantages, turns):
     cfg = seeupo.SweepConfig(kl_coef=0.05, ppo_epochs=1, minibatches=1)
 
     def no_grad():
-        with torch.no_grad():  # what Remembered's pass scores: every policy token of the prefix
+        with torch.no_grad():  # what LogprobCache's pass scores: every policy token of the prefix
             policy._score(last, [s.data.policy_positions for s in last], False)
 
     def fwd_bwd():
@@ -175,7 +175,7 @@ def passes(policy, episodes, advantages, turns):
 
     def update(samples, c):
         def run():
-            seeupo.sweep(Remembered(policy), torch.optim.AdamW(params, lr=1e-6), samples, advantages, c, turns)
+            seeupo.sweep(LogprobCache(policy), torch.optim.AdamW(params, lr=1e-6), samples, advantages, c, turns)
             policy.model.zero_grad(set_to_none=True)
         return run
 

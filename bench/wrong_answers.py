@@ -140,8 +140,8 @@ class DoorEnv:
         else:
             reply, info, win = "bad call; use key(), then open(N)", {"malformed": True}, None
         if win is None and self.turn < self.max_turns:
-            return user(reply), False, 0.0, info
-        return user(reply), True, float(bool(win)), {**info, SUCCESS: bool(win)}
+            return user_message(reply), False, 0.0, info
+        return user_message(reply), True, float(bool(win)), {**info, SUCCESS: bool(win)}
 
     def random_action(self, rng):
         return "key()" if self.turn == 0 else f"open({rng.randrange(3)})"
@@ -219,7 +219,8 @@ def main():
                 shutil.rmtree(copy, ignore_errors=True)
                 shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "results", "__pycache__"))
                 path = os.path.join(copy, file)
-                open(path, "w").write(plant_function(open(path).read(), function, code))
+                planted = plant_function(open(path).read(), function, code)
+                open(path, "w").write(planted)
                 out = subprocess.run(command, cwd=copy, capture_output=True, text=True)
                 failed = [line.split("::")[-1].split(" ")[0] for line in out.stdout.splitlines() if line.startswith("FAILED")]
                 passed = out.returncode == 0

@@ -6,9 +6,10 @@
 `handout` copies the project's tracked files into DIR, blanks the chosen exercises' functions to their
 NotImplementedError line (signature and docstring kept), leaves out bench/wrong_answers.py (the one file that
 holds the right answers, to plant them), checks that no line of a blanked body is left anywhere in the copy,
-writes STUDENT.md and handout.json (the exercises handed out), and starts a fresh git history of one commit. `grade` runs each exercise's grading command (the one EXERCISES.md names) and
-prints exercise, points, passed, and the first failing line; --json writes Gradescope's results.json (tests
-with name, score, max_score, output). Inside a handout it grades the exercises handed out; elsewhere all.
+writes STUDENT.md and handout.json (the exercises handed out), and starts a fresh git history of one commit.
+`grade` runs each exercise's grading command (the one EXERCISES.md names) and prints exercise, points, passed,
+and the first failing line; --json writes Gradescope's results.json (tests with name, score, max_score,
+output). Inside a handout it grades the exercises handed out; elsewhere all.
 
 EXERCISES is the one place that says, per graded exercise, what is blanked, how it is graded and its points.
 bench/wrong_answers.py plants right and wrong answers with plant_function from here.

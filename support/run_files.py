@@ -124,13 +124,13 @@ def parse_args(Args, argv=None):
     return args
 
 
-def numbers(record, prefix=""):
+def tracker_values(record, prefix=""):
     """A metrics line as the flat {name: number} that trackers take: turn_stats {"0": {"kl": ..}} ->
     turn_stats/0/kl."""
     out = {}
     for key, value in record.items():
         if isinstance(value, dict):
-            out.update(numbers(value, f"{prefix}{key}/"))
+            out.update(tracker_values(value, f"{prefix}{key}/"))
         elif isinstance(value, int | float) and key != "step":  # the step is the x axis
             out[prefix + key] = value
     return out
@@ -152,7 +152,7 @@ class Run:
             with open(path or self.metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if path is None:  # a metrics line: its numbers to the --report_to tracker too (none: nothing)
-                self.accelerator.log(numbers(record), step=record["step"])
+                self.accelerator.log(tracker_values(record), step=record["step"])
 
     def to_resume(self, args):
         """The checkpoint that --resume continues, or None for a new run (its folder made). A folder that

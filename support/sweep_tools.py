@@ -1,7 +1,7 @@
 """The mechanics under seeupo.sweep(), kept out of the algorithm's way: micro-batches by token budget, no-grad
 log-probs of many samples, minibatch splits, sums over processes, the non-finite guard; and SweepStats, the one
 recorder of what a sweep reports (one dict of sums per turn, reduced over processes once, when the turn ends);
-and Remembered, rollout.Policy.turn_logprobs for one sweep, remembering its no-grad passes.
+and LogprobCache, rollout.Policy.turn_logprobs for one sweep, remembering its no-grad passes.
 
 Why gradients are summed here and not by DDP (and why train.py never calls accelerator.prepare on the model):
 processes hold different numbers of samples of a turn, or none, so DDP's lock-step backward would hang. Instead
@@ -165,7 +165,7 @@ def _mean_std(s1, s2, n):
     return mean, max(s2 / max(n, 1) - mean**2, 0.0) ** 0.5
 
 
-class Remembered:
+class LogprobCache:
     """Policy.turn_logprobs for ONE sweep, remembering its no-grad passes. Such a pass scores EVERY policy
     token of its prefix, so the pass on turn t+1's prefix holds turn t's log-probs too (the sweep's `new` of
     t+1, `old` of t), and the reference policy's never change. The current policy's memory holds while the

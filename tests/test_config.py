@@ -128,7 +128,7 @@ def test_a_missing_tracker_package_is_one_line_naming_the_install(monkeypatch, t
 
 def test_trackers_get_the_metrics_lines_numbers_flat():
     record = {"step": 3, "reward_mean": 0.5, "episodes": 16, "task": "text", "turn_stats": {"0": {"kl": 0.1, "n": 8}}}
-    assert run_files.numbers(record) == {"reward_mean": 0.5, "episodes": 16, "turn_stats/0/kl": 0.1, "turn_stats/0/n": 8}
+    assert run_files.tracker_values(record) == {"reward_mean": 0.5, "episodes": 16, "turn_stats/0/kl": 0.1, "turn_stats/0/n": 8}
 
 
 def test_eval_json_is_the_printed_table(tmp_path, capsys):

@@ -10,7 +10,7 @@ from conftest import one_step
 from rollout import (Policy, PolicyArgs, SamplingArgs, load_policy, render_prompt, render_reply,
                      rollout, turn_samples)
 from seeupo import grae_advantages, sweep
-from support.sweep_tools import Remembered
+from support.sweep_tools import LogprobCache
 from support.tiny import ScriptedPolicy, tiny_model, tiny_tokenizer
 
 
@@ -159,7 +159,7 @@ def test_multi_turn_episodes_on_the_real_vocabulary_are_token_exact(qwen_policy,
             assert ids == e.token_ids
         samples = turn_samples(episodes)
         with torch.no_grad():
-            own, remembered = policy.turn_logprobs(samples), Remembered(policy)(samples)
+            own, remembered = policy.turn_logprobs(samples), LogprobCache(policy)(samples)
             plain = [(policy.model(input_ids=torch.tensor([e.token_ids])).logits[0] / 0.7).log_softmax(-1)
                      for e in episodes]  # causal: a turn's prefix is scored as in the whole episode
             for i, s in enumerate(samples):
@@ -280,7 +280,7 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(raw_tiny, qlora
 
 
 def test_remembered_log_probs_agree_with_a_pass_of_their_own_and_expire_with_the_weights(policy, monkeypatch):
-    """Remembered(policy), without a gradient, answers from an earlier pass with the same weights: the pass on turn
+    """LogprobCache(policy), without a gradient, answers from an earlier pass with the same weights: the pass on turn
     t+1's prefix scores turn t's tokens too. Those values must be what a pass of their own gives (to float
     rounding), and an in-place change of the weights (an optimizer step) must make them stale."""
     episodes = oracle_episodes(policy, "relay", n=4)  # 4 turns each
@@ -288,7 +288,7 @@ def test_remembered_log_probs_agree_with_a_pass_of_their_own_and_expire_with_the
     passes = []
     score = policy._score
     monkeypatch.setattr(policy, "_score", lambda samples, *a: passes.append(len(samples)) or score(samples, *a))
-    remembering = Remembered(policy)
+    remembering = LogprobCache(policy)
     with torch.no_grad():
         remembered = {t: remembering(by_turn[t]) for t in (3, 2, 1, 0)}  # the sweep's reverse order
         assert passes == [8], "the pass on turn 4's prefix served turns 1-3 as well"
@@ -317,7 +317,7 @@ def test_a_sweep_with_remembered_log_probs_takes_the_step_a_sweep_without_them_t
 
     for minibatches in (1, 4):
         after = []
-        for logprob_fn in (Remembered(policy), policy.turn_logprobs):  # remembered, and every pass afresh
+        for logprob_fn in (LogprobCache(policy), policy.turn_logprobs):  # remembered, and every pass afresh
             with torch.no_grad():
                 for p, p0 in zip(trainable, start):
                     p.copy_(p0)
