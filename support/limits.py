@@ -15,7 +15,6 @@ What cannot be known before training (how many turns a learning policy takes) is
 """
 
 import math
-import os
 import random
 import tempfile
 
@@ -32,24 +31,20 @@ def tokenizer_for(model, seed, env):
     """The tokenizer --model will have, chat template included, without building or loading a model."""
     if model == "tiny":
         own, default = tiny.tiny_path(seed, env.digest), tiny.tiny_path(seed)
-        if _built(own):
+        if tiny.is_built(own):
             return AutoTokenizer.from_pretrained(own)
-        tokenizer = AutoTokenizer.from_pretrained(default) if _built(default) else tiny.tiny_tokenizer(seed)
+        tokenizer = AutoTokenizer.from_pretrained(default) if tiny.is_built(default) else tiny.tiny_tokenizer(seed)
         if env.digest:  # a class of yours: the tiny model learns its call tokens too
             tokenizer.add_tokens(tiny.call_tokens(env.factory().tools))
         return tokenizer
     if model == "tiny-qwen":
         folder = tiny.tiny_qwen_path(seed)
-        if not _built(folder):
+        if not tiny.is_built(folder):
             folder = tempfile.mkdtemp()
             qwen_offline.write_tokenizer(folder)  # what the build writes first (3 s)
         return AutoTokenizer.from_pretrained(folder)
     check_model(model)
     return AutoTokenizer.from_pretrained(model)
-
-
-def _built(folder):
-    return os.path.exists(os.path.join(folder, "config.json"))
 
 
 def room(n, multiple=8):

@@ -54,7 +54,7 @@ from support.loaded_env import code_text
 # what recipe_key leaves out of this file's code: the cache's own machinery, which shapes no model
 CACHE_ONLY = ("EMBEDDED", "CACHE_ONLY", "QWEN_ONLY", "FOLDER", "folder", "build", "parse_folder", "trained_base",
               "trained_with", "own_base", "environments_fingerprint", "recipe_key", "cache_folder", "tiny_path",
-              "tiny_qwen_path", "built_once")
+              "tiny_qwen_path", "built_once", "_recipe_key", "_KEYS", "is_built")
 QWEN_ONLY = ("TINY_QWEN_CONFIG", "build_tiny_qwen", "warm_up_qwen")  # what shapes tiny-qwen and not tiny
 EMBEDDED = ("tiny", "tiny-qwen")  # --model names this file builds; any other name is a folder or a Hub name
 TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -205,7 +205,7 @@ def own_base(adapter, base, log=print):
         raise SystemExit(f"error: the adapter {adapter} was trained on {recorded}, and the flags name "
                          f"{base}: leave out the --model, --seed or --env that contradicts it, or give "
                          f"the ones it was trained with")
-    if os.path.exists(os.path.join(recorded, "config.json")):
+    if is_built(recorded):
         log(f"note: {was[0]}'s recipe changed since the adapter was trained (today: "
             f"{os.path.basename(base)}); loading it on its own base, {recorded}")
         return recorded
@@ -249,7 +249,17 @@ def recipe_key(name):
     """A hash of what shapes the embedded model `name`: this file's code, less CACHE_ONLY, without comments and
     docstrings (the configs, the tokenizer, the templates, the warm-up and its settings), the toy environments'
     data, and for tiny-qwen qwen_offline.py's code, Qwen's BPE ranks and the transformers version whose
-    converter reads them."""
+    converter reads them. Computed once a process for the same envs.ENVS (a class added at run time counts)."""
+    memo = (name, tuple(envs.ENVS.items()))
+    if memo not in _KEYS:
+        _KEYS[memo] = _recipe_key(name)
+    return _KEYS[memo]
+
+
+_KEYS = {}  # recipe_key's, once a process for the same environments
+
+
+def _recipe_key(name):
     leave_out = CACHE_ONLY + (QWEN_ONLY if name == "tiny" else ())
     parts = [name, code_text(sys.modules[__name__], leave_out=leave_out), environments_fingerprint()]
     if name == "tiny-qwen":
@@ -387,11 +397,16 @@ def build_tiny_qwen(seed=0, log=print):
     return built_once(path, build, log)
 
 
+def is_built(folder):
+    """Whether a model folder is complete (its config.json is written last, by the rename into place)."""
+    return os.path.exists(os.path.join(folder, "config.json"))
+
+
 def built_once(path, build, log=print):
     """The model folder at `path`, made by build(tmp) if the cache lacks it, by one process at a time: a lock
     beside it (PATH.lock) makes a second process wait, saying so, then find the first one's folder. The build
     writes to a folder of its own and is renamed into place: a killed build never leaves half a model."""
-    if os.path.exists(os.path.join(path, "config.json")):
+    if is_built(path):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     lock = FileLock(f"{path}.lock")
@@ -401,7 +416,7 @@ def built_once(path, build, log=print):
         log(f"another process is building {os.path.basename(path)}; waiting for it to finish ...")
         lock.acquire()
     try:
-        if not os.path.exists(os.path.join(path, "config.json")):
+        if not is_built(path):
             tmp = f"{path}.tmp{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)  # a killed build's leftovers
             build(tmp)
