@@ -93,7 +93,7 @@ def distinctive(lines):
     out = []
     for line in lines:
         s = line.strip()
-        if len(s) >= 16 and not s.startswith(("#", "return out", "return adv", '"""')):
+        if len(s) >= 16 and not s.startswith(("#", '"""')):
             out.append(s)
     return out
 
