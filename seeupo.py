@@ -91,7 +91,7 @@ class SweepConfig:
                                        "[1-eps, 1+eps]")
     kl_coef: float = knob(0.05, "weight of the k3 KL to the reference policy (train.py: the base model); 0 "
                                 "skips the reference forward (the authors: 0.002)")
-    ppo_epochs: int = knob(4, "passes over each turn's samples (the authors: 1)")
+    ppo_epochs: int = knob(2, "passes over each turn's samples (the authors: 1)")
     minibatches: int = knob(4, "optimizer steps per pass, per turn in the sweep (the samples are split this "
                                "many ways; the authors: 1)")
     max_grad_norm: float = knob(1.0, "gradient clipping (global norm)")

@@ -64,7 +64,7 @@ class Args(seeupo.SweepConfig, SamplingArgs, PolicyArgs, EnvArgs):
                               "or a folder")
     baseline_samples: Literal["episode", "turn"] = knob("episode", "--schedule all trains on one sample per "
                                                        "episode, or one per turn (the authors' baselines)")
-    steps: int = knob(40, "training steps")
+    steps: int = knob(20, "training steps")
     tasks_per_step: int = knob(16, "tasks per step (split over processes; whole groups stay on one)")
     group_size: int = knob(8, "G: episodes per task; advantages are relative to the group's mean")
     lr: float = knob(1e-3, "AdamW learning rate of the adapter (tiny default; real Qwen + LoRA: ~1e-5)")

@@ -36,8 +36,8 @@ def cpu_model():
         return platform.processor() or platform.machine()
 
 
-def one_run(out, seed, threads, flags):
-    """`accelerate launch train.py` from a cold cache; writes out/wall.json when it finishes."""
+def one_run(out, seed, threads, flags, cache=None):
+    """`accelerate launch train.py` from a cold cache (or the shared `cache`, kept); writes out/wall.json."""
     if os.path.exists(os.path.join(out, "wall.json")):
         return
     shutil.rmtree(out, ignore_errors=True)  # an unfinished run starts afresh: its wall time must be whole
@@ -45,7 +45,7 @@ def one_run(out, seed, threads, flags):
     cmd = ["accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "train.py", "--seed", str(seed), "--cpu_threads", str(threads), "--out",
            os.path.join(out, "run"), *flags]
-    env = {**os.environ, "SEEUPO_CACHE": os.path.join(out, "cache")}
+    env = {**os.environ, "SEEUPO_CACHE": cache or os.path.join(out, "cache")}
     start = time.time()
     with open(os.path.join(out, "log.txt"), "w") as log:
         log.write(" ".join(cmd) + "\n")
@@ -56,18 +56,20 @@ def one_run(out, seed, threads, flags):
     if code:
         raise RuntimeError(f"{out}: train.py exited {code}; see {out}/log.txt")
     shutil.rmtree(os.path.join(out, "cache"), ignore_errors=True)  # the tiny model: ~4 MB a run
+    for folder in ("adapter", "checkpoint"):  # the weights: not the record
+        shutil.rmtree(os.path.join(out, "run", folder), ignore_errors=True)
     with open(os.path.join(out, "wall.json"), "w") as f:
         json.dump({"seconds": time.time() - start, "seed": seed, "threads": threads, "flags": flags,
                    "peak_rss_mib": usage.ru_maxrss / 1024}, f)
 
 
-def run_all(jobs, cores):
+def run_all(jobs, cores, cache=None):
     """Start each (out, seed, threads, flags) when its threads fit in the free cores; wait for all."""
     free, lock, done = [cores], threading.Condition(), []
 
     def work(job):
         try:
-            one_run(*job)
+            one_run(*job, cache=cache)
         except Exception as e:  # noqa: BLE001 -- reported at the end, the other runs go on
             done.append(e)
         with lock:
@@ -108,7 +110,9 @@ def report(args, flags):
     command = "accelerate launch train.py " + " ".join(flags)
     lines = [f"# `{command.strip()}` over seeds and thread counts (`bench/seeds.py`)", "",
              f"- CPU: {cpu_model()}, {os.cpu_count()} cores; runs {args.cores} cores' worth at a time; "
-             f"{time.strftime('%Y-%m-%d')}; each run from a cold cache (the tiny model's build included)",
+             f"{time.strftime('%Y-%m-%d')}; "
+             + ("one cache shared by the runs, kept (a seed's first run builds its model)" if args.cache else
+                "each run from a cold cache (the tiny model's build included)"),
              f"- final held-out success over {len(rows)} runs: **median {statistics.median(finals):.2f}, "
              f"worst {min(finals):.2f}**, best {max(finals):.2f}; wall time median {statistics.median(walls) / 60:.1f} "
              f"min, longest {max(walls) / 60:.1f} min", "",
@@ -151,13 +155,15 @@ def main():
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads per run (--cpu_threads)")
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores to fill with runs at once")
     p.add_argument("--report", action="store_true", help="no training: re-read the finished runs")
+    p.add_argument("--cache", default=None, help="one SEEUPO_CACHE for every run, kept (a recipe search: each "
+                   "seed's model built once, by its first run)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "seeds", "default"))
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     if not args.report:
         jobs = [(os.path.join(args.out, f"threads{t}", f"seed{s}"), s, t, flags)
                 for t in args.threads for s in range(args.seeds)]
-        run_all(jobs, args.cores)
+        run_all(jobs, args.cores, args.cache and os.path.abspath(args.cache))
     report(args, flags)
 
 
