@@ -8,9 +8,9 @@ import pytest
 
 from conftest import LOOKUP_TRL, LOOKUP_TRL_TASKS, SMALL, finish_train, records, run_train, start_train
 
-# measured (bench/results/seeds/lookup_trl_ci): gains 0.45, 0.86, 0.87, 0.91, 0.70 over seeds 0-4: the bar is
-# about half the worst
-LOOKUP_TRL_MARGIN = 0.2
+# measured (bench/results/seeds/lookup_trl_ci, 20 steps with --ppo_epochs 4, one thread, 2026-12-07): gains 0.90,
+# 0.88, 0.22, 0.92, 0.94 over seeds 0-4: the bar is about half the worst
+LOOKUP_TRL_MARGIN = 0.1
 
 
 @pytest.mark.slow
@@ -54,9 +54,10 @@ def test_the_default_run_learns_with_lora_and_with_qlora_and_lookup_written_the_
     (about 1.5 min of a fresh clone's suite), built first (tiny_default).
     Beside them, examples/lookup_trl.py (lookup written the TRL way, docs/environments.md) must learn through
     train.py with --model tiny as lookup does: held-out success at step 20 above the start by LOOKUP_TRL_MARGIN
-    (seed 0 here: 0.02 -> 0.47; seeds 1-4 gain 0.70 to 0.91; bench/results/seeds/lookup_trl_ci).
+    (seed 0 here: 0.04 -> 0.94; seeds 1-4 gain 0.22 to 0.94; bench/results/seeds/lookup_trl_ci).
     Three one-thread runs on two cores: each run's numbers are its own whatever shares the cores with it."""
-    trl = ["--env", f"{LOOKUP_TRL}:LookupTRL", "--tasks", LOOKUP_TRL_TASKS, "--reward", f"{LOOKUP_TRL}:reward"]
+    trl = ["--env", f"{LOOKUP_TRL}:LookupTRL", "--tasks", LOOKUP_TRL_TASKS, "--reward", f"{LOOKUP_TRL}:reward",
+           "--ppo_epochs", "4"]  # the default's 2 epochs take lookup_trl less far in 20 steps (docs/environments.md)
     settings = {"seed0": (["--seed", "0"], 0.3), "qlora_seed0": (["--seed", "0", "--qlora"], 0.3),
                 "lookup_trl": (trl, LOOKUP_TRL_MARGIN)}
     runs = {name: (str(tmp_path / name), margin, start_train(*flags, "--steps", "20", "--eval_every", "0",
