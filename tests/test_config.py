@@ -47,7 +47,7 @@ def test_typed_flags_override_the_file_wherever_it_is_named(tmp_path):
     assert train.parse_args(["--steps", "9", "--config", config]) == replace(expected, steps=9)  # TRL's spelling
     assert train.parse_args([f"--config={config}"]) == expected
     workshop = train.parse_args([os.path.join(ROOT, "configs", "workshop.yaml"), "--plot", "false", "--seed", "3"])
-    assert (workshop.steps, workshop.show_every, workshop.plot, workshop.seed) == (40, 10, False, 3)
+    assert (workshop.steps, workshop.show_every, workshop.plot, workshop.seed) == (20, 10, False, 3)
 
 
 @pytest.mark.parametrize("algo", ["seeupo", "gspo", "grpo", "reinforce"])
