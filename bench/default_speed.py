@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from seeds import ROOT, cpu_model  # noqa: E402 -- bench/ scripts are run as files
+from seeds import ROOT, cpu_model, drop_weights, held_out  # noqa: E402 -- bench/ scripts are run as files
 
 
 def one_run(workdir, out, cache):
@@ -39,11 +39,9 @@ def one_run(workdir, out, cache):
                                env={**os.environ, "SEEUPO_CACHE": cache})
     if code:
         raise SystemExit(f"error: {out}: train.py exited {code}; see {out}/log.txt")
-    evals = [json.loads(line) for line in open(os.path.join(out, "run", "metrics.jsonl"))]
-    evals = [(r["step"], r["eval_success_rate"]) for r in evals if "eval_success_rate" in r]
+    evals = held_out(os.path.join(out, "run"))
     result = {"seconds": time.time() - start, "evals": evals, "final": evals[-1][1]}
-    for folder in ("adapter", "checkpoint"):  # the weights: not the record
-        shutil.rmtree(os.path.join(out, "run", folder), ignore_errors=True)
+    drop_weights(os.path.join(out, "run"))
     json.dump(result, open(os.path.join(out, "wall.json"), "w"))
     return result
 

@@ -56,8 +56,7 @@ def one_run(out, seed, threads, flags, cache=None):
     if code:
         raise RuntimeError(f"{out}: train.py exited {code}; see {out}/log.txt")
     shutil.rmtree(os.path.join(out, "cache"), ignore_errors=True)  # the tiny model: ~4 MB a run
-    for folder in ("adapter", "checkpoint"):  # the weights: not the record
-        shutil.rmtree(os.path.join(out, "run", folder), ignore_errors=True)
+    drop_weights(os.path.join(out, "run"))
     with open(os.path.join(out, "wall.json"), "w") as f:
         json.dump({"seconds": time.time() - start, "seed": seed, "threads": threads, "flags": flags,
                    "peak_rss_mib": usage.ru_maxrss / 1024}, f)
@@ -90,9 +89,20 @@ def run_all(jobs, cores, cache=None):
         raise SystemExit(f"error: {len(done)} run(s) failed: {done[0]}")
 
 
+def drop_weights(run):
+    """A finished run folder less its adapter and checkpoint: the weights are not the record."""
+    for folder in ("adapter", "checkpoint"):
+        shutil.rmtree(os.path.join(run, folder), ignore_errors=True)
+
+
+def held_out(run):
+    """[(step, held-out success)] of a run folder's metrics.jsonl."""
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    return [(r["step"], r["eval_success_rate"]) for r in rows if "eval_success_rate" in r]
+
+
 def read(out):
-    evals = [json.loads(line) for line in open(os.path.join(out, "run", "metrics.jsonl"))]
-    evals = [(r["step"], r["eval_success_rate"]) for r in evals if "eval_success_rate" in r]
+    evals = held_out(os.path.join(out, "run"))
     return {"evals": evals, "final": evals[-1][1], "seconds": json.load(open(os.path.join(out, "wall.json")))["seconds"]}
 
 
