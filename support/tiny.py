@@ -27,8 +27,8 @@ format (and copy from their context) but know no strategy. Measurements of the r
   ScriptedPolicy        stands in for a model in rollout(): the warm-up's random actor, and the tests' oracle
 
 How it connects: the folder loads with rollout.load_policy() like any local model (rollout.py never imports
-this file). The warm-up plays its random episodes through rollout.rollout() with a ScriptedPolicy and scores
-them through rollout.Policy, so the model sees exactly the token sequences that RL will produce.
+this file). The warm-up plays its random episodes through rollout.rollout() with a ScriptedPolicy, so the
+model learns from exactly the token sequences that RL will produce.
 """
 
 import hashlib
@@ -42,13 +42,13 @@ import sys
 import torch
 from filelock import FileLock, Timeout
 from tqdm import tqdm
-from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerFast,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 import envs
-from rollout import END_OF_TURN, Actions, Policy, SamplingArgs, rollout
-from seeupo import ALL_TURNS, TurnSample
+from rollout import END_OF_TURN, Policy, SamplingArgs, rollout
 from support import qwen_offline
+from support.sweep_tools import micro_batches
 from support.loaded_env import code_text
 
 # what recipe_key leaves out of this file's code: the cache's own machinery, which shapes no model
@@ -141,14 +141,18 @@ class ScriptedPolicy(Policy):
     def __init__(self, tokenizer, script, chat_kwargs=None):
         super().__init__(None, tokenizer, chat_kwargs=chat_kwargs)
         self.script = script
+        self.encoded = {}  # text -> ids: a random actor repeats a few dozen actions (the warm-up: ~6000 turns)
 
     def act(self, episodes, sampling, reference=False):
         out = []
         for episode in episodes:
             action = self.script(episode)
             if isinstance(action, str):
-                action = self.tokenizer(action, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
-            action = action[: sampling.max_new_tokens]
+                if action not in self.encoded:
+                    self.encoded[action] = (self.tokenizer(action, add_special_tokens=False)["input_ids"]
+                                            + self.stop_ids[:1])
+                action = self.encoded[action]
+            action = action[: sampling.max_new_tokens]  # (a copy: the cached ids stay as they are)
             out.append((action, [0.0] * len(action), [0.0] * len(action)))
         return out
 
@@ -312,14 +316,35 @@ def warm_up(params, batches, steps, lr, loss_of, desc):
     return loss.item()
 
 
-def next_token_loss(policy):
-    """tiny's warm-up loss: the mean next-token loss over every token of each episode, through Policy."""
+def next_token_loss(model, token_budget=1024):
+    """tiny's warm-up loss: the mean next-token loss over every token of a batch of episodes. A batch's episodes
+    open alike (their environment's system prompt: about half of a toy episode), so that opening runs once and
+    the rest of each episode attends to its keys and values, in micro-batches of similar length (at most
+    token_budget padded tokens): the loss and gradient of one padded batch, to float rounding (tests/test_tiny.py),
+    at ~0.6 of its cost (docs/default.md)."""
+    pad, device = model.config.pad_token_id, model.device
+
     def loss_of(episodes):
-        every = [list(range(1, len(e.token_ids))) for e in episodes]
-        logp, mask = policy.turn_logprobs([TurnSample(j, ALL_TURNS, len(e.token_ids),
-                                                      Actions(e.token_ids, len(e.token_ids), q, q))
-                                           for j, (e, q) in enumerate(zip(episodes, every))])
-        return -(logp * mask).sum() / mask.sum()
+        ids = [e.token_ids for e in episodes]
+        p = min(len(os.path.commonprefix(ids)), min(map(len, ids)) - 1)  # the opening; every episode goes on
+        opening = torch.tensor([ids[0][:p]], device=device)
+        shared = model(opening, use_cache=True)
+        # the opening's own predictions are each episode's: computed once, counted once an episode
+        logp_sum = shared.logits[0, :-1].log_softmax(-1).gather(-1, opening[0, 1:, None]).sum() * len(ids)
+        for micro in micro_batches(range(len(ids)), [len(x) - p for x in ids], token_budget):
+            rests = [ids[j][p:] for j in micro]
+            n, width = len(rests), max(map(len, rests))
+            tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rests], device=device)  # [n, width]
+            mask = torch.arange(width, device=device) < torch.tensor([len(r) for r in rests], device=device)[:, None]
+            cache = DynamicCache([(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1))
+                                  for layer in shared.past_key_values.layers])  # the opening's, shared
+            logits = model(tokens, attention_mask=torch.cat([mask.new_ones(n, p), mask], 1).long(),
+                           position_ids=torch.arange(p, p + width, device=device).expand(n, -1),
+                           past_key_values=cache).logits
+            # the opening's last state predicts each rest's first token
+            logits = torch.cat([shared.logits[:, -1:].expand(n, -1, -1), logits[:, :-1]], 1)
+            logp_sum = logp_sum + (logits.log_softmax(-1).gather(-1, tokens[..., None])[..., 0] * mask).sum()
+        return -logp_sum / sum(len(x) - 1 for x in ids)
     return loss_of
 
 
@@ -336,7 +361,7 @@ def env_warm_up(model, tokenizer, env, rng, rehearse=True):
     steps = (2 if rehearse else 1) * ENV_WARMUP["steps"]
     sampling = SamplingArgs(max_new_tokens=1024, max_context=4096)  # a turn is never cut here
     return warm_up(model.parameters(), warmup_batches(tokenizer, draw, steps, sampling, rng), steps,
-                   ENV_WARMUP["lr"], next_token_loss(Policy(model, tokenizer)), f"warm-up on {env.name}")
+                   ENV_WARMUP["lr"], next_token_loss(model), f"warm-up on {env.name}")
 
 
 def call_tokens(tools):
@@ -373,7 +398,7 @@ def build_tiny(seed, env=None, log=print):
             batches = warmup_batches(tokenizer, default_draw(rng, TINY_WARMUP["episodes"]), steps,
                                      SamplingArgs(), rng)
             loss = warm_up(model.parameters(), batches, steps, TINY_WARMUP["lr"],
-                           next_token_loss(Policy(model, tokenizer)), "warm-up of tiny")
+                           next_token_loss(model), "warm-up of tiny")
         else:
             log(f"warming the tiny model up on {env.name} (once; cached in {path}) ...")
             tokenizer, model = AutoTokenizer.from_pretrained(base), Qwen3ForCausalLM.from_pretrained(base)

@@ -77,3 +77,33 @@ def test_eval_takes_the_base_an_adapter_was_trained_on(tmp_path, monkeypatch, ti
     assert f"base model: {seed3}" in printed and "held-out task 1, adapter" in printed  # --show capped at 2
     with pytest.raises(SystemExit, match=f"was trained on {seed3}, and the flags name .*seed0"):
         evaluation.main(["--adapter", adapter, "--seed", "0", "--eval_tasks", "2", "--samples", "1"])
+
+
+def test_the_warm_ups_shared_opening_gives_the_padded_batchs_loss_and_gradient():
+    """next_token_loss runs a batch's common opening once and the rests in micro-batches on its keys and values:
+    the loss and gradient must be those of every whole episode scored in one left-padded batch by Policy."""
+    import random
+
+    import torch
+
+    from rollout import Actions, Policy, SamplingArgs
+    from seeupo import ALL_TURNS, TurnSample
+    tokenizer = tiny.tiny_tokenizer(0)
+    model = tiny.tiny_model(tokenizer, 0)
+    rng = random.Random(0)
+    policy = Policy(model, tokenizer)
+    for episodes in tiny.warmup_batches(tokenizer, tiny.default_draw(rng, 8), 3, SamplingArgs(), rng):
+        lengths = [len(e.token_ids) for e in episodes]
+        every = [list(range(1, n)) for n in lengths]
+        logp, mask = policy.turn_logprobs([TurnSample(j, ALL_TURNS, n, Actions(e.token_ids, n, q, q))
+                                           for j, (e, n, q) in enumerate(zip(episodes, lengths, every))])
+        model.zero_grad()
+        padded = -(logp * mask).sum() / mask.sum()
+        padded.backward()
+        expected = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        shared = tiny.next_token_loss(model, token_budget=3 * (max(lengths) - 20))(episodes)  # 3 or more micro
+        shared.backward()
+        assert abs(shared.item() - padded.item()) < 1e-5 * padded.item()
+        for p, g in zip(model.parameters(), expected):
+            assert torch.allclose(p.grad, g, rtol=1e-4, atol=1e-6 * g.abs().max().item())
