@@ -141,7 +141,7 @@ class ScriptedPolicy(Policy):
     def __init__(self, tokenizer, script, chat_kwargs=None):
         super().__init__(None, tokenizer, chat_kwargs=chat_kwargs)
         self.script = script
-        self.encoded = {}  # text -> ids: a random actor repeats a few dozen actions (the warm-up: ~6000 turns)
+        self.encoded = {}  # text -> ids, each text tokenized once: a random actor repeats a few dozen actions
 
     def act(self, episodes, sampling, reference=False):
         out = []
@@ -321,7 +321,7 @@ def next_token_loss(model, token_budget=1024):
     open alike (their environment's system prompt: about half of a toy episode), so that opening runs once and
     the rest of each episode attends to its keys and values, in micro-batches of similar length (at most
     token_budget padded tokens): the loss and gradient of one padded batch, to float rounding (tests/test_tiny.py),
-    at ~0.6 of its cost (docs/default.md)."""
+    for much less arithmetic (docs/default.md)."""
     pad, device = model.config.pad_token_id, model.device
 
     def loss_of(episodes):

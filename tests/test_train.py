@@ -8,8 +8,8 @@ import pytest
 
 from conftest import LOOKUP_TRL, LOOKUP_TRL_TASKS, SMALL, finish_train, records, run_train, start_train
 
-# measured (bench/results/seeds/lookup_trl_ci, 20 steps with --ppo_epochs 4, one thread, 2026-12-07): gains 0.90,
-# 0.88, 0.22, 0.92, 0.94 over seeds 0-4: the bar is about half the worst
+# measured (bench/results/seeds/lookup_trl_ci, 20 steps with --ppo_epochs 4, one thread, 2026-12-07): gains 0.89,
+# 0.87, 0.14, 0.91, 0.93 over seeds 0-4: the bar is below the worst
 LOOKUP_TRL_MARGIN = 0.1
 
 
@@ -49,12 +49,13 @@ def test_short_run_writes_metrics_adapter_and_checkpoint_and_resumes(tmp_path, t
 def test_the_default_run_learns_with_lora_and_with_qlora_and_lookup_written_the_trl_way(tmp_path, tiny_default):
     """The default run (the tiny model, lookup, 20 steps) must learn on any machine: seed 0, with LoRA and with a
     4-bit base (--qlora), must each rise by >= 0.3 in held-out success. Measured over seeds 0-4 on one thread
-    (bench/results/seeds/default_ci and .../qlora_ci, 2026-12-07): from 0.05-0.09 to 0.96-0.98 with LoRA and with
-    QLoRA, rises of 0.87-0.93: the bar is about a third of the smallest. Both on seed 0: one tiny model to build
+    (bench/results/seeds/default_ci and .../qlora_ci, 2026-12-07): rises of 0.87-0.93 with LoRA; with QLoRA 0.91-0.92
+    on seeds 0-3 and 0.41 on seed 4 (its turns garbled from step 5, still rising at step 20): the bar is below the
+    smallest. Both on seed 0 (0.92 each): one tiny model to build
     (about 1.5 min of a fresh clone's suite), built first (tiny_default).
     Beside them, examples/lookup_trl.py (lookup written the TRL way, docs/environments.md) must learn through
     train.py with --model tiny as lookup does: held-out success at step 20 above the start by LOOKUP_TRL_MARGIN
-    (seed 0 here: 0.04 -> 0.94; seeds 1-4 gain 0.22 to 0.94; bench/results/seeds/lookup_trl_ci).
+    (seed 0 here: 0.04 -> 0.93; seeds 1-4 gain 0.14 to 0.93; bench/results/seeds/lookup_trl_ci).
     Three one-thread runs on two cores: each run's numbers are its own whatever shares the cores with it."""
     trl = ["--env", f"{LOOKUP_TRL}:LookupTRL", "--tasks", LOOKUP_TRL_TASKS, "--reward", f"{LOOKUP_TRL}:reward",
            "--ppo_epochs", "4"]  # the default's 2 epochs take lookup_trl less far in 20 steps (docs/environments.md)
