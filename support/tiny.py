@@ -48,8 +48,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, Pre
 import envs
 from rollout import END_OF_TURN, Policy, SamplingArgs, rollout
 from support import qwen_offline
-from support.sweep_tools import micro_batches
 from support.loaded_env import code_text
+from support.sweep_tools import left_aligned, micro_batches
 
 # what recipe_key leaves out of this file's code: the cache's own machinery, which shapes no model
 CACHE_ONLY = ("EMBEDDED", "CACHE_ONLY", "QWEN_ONLY", "FOLDER", "folder", "build", "parse_folder", "trained_base",
@@ -322,7 +322,7 @@ def next_token_loss(model, token_budget=1024):
     the rest of each episode attends to its keys and values, in micro-batches of similar length (at most
     token_budget padded tokens): the loss and gradient of one padded batch, to float rounding (tests/test_tiny.py),
     for much less arithmetic (docs/default.md)."""
-    pad, device = model.config.pad_token_id, model.device
+    device = model.device
 
     def loss_of(episodes):
         ids = [e.token_ids for e in episodes]
@@ -334,8 +334,7 @@ def next_token_loss(model, token_budget=1024):
         for micro in micro_batches(range(len(ids)), [len(x) - p for x in ids], token_budget):
             rests = [ids[j][p:] for j in micro]
             n, width = len(rests), max(map(len, rests))
-            tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rests], device=device)  # [n, width]
-            mask = torch.arange(width, device=device) < torch.tensor([len(r) for r in rests], device=device)[:, None]
+            tokens, mask = left_aligned(rests, width, device, dtype=torch.long)  # [n, width], padded on the right
             cache = DynamicCache([(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1))
                                   for layer in shared.past_key_values.layers])  # the opening's, shared
             logits = model(tokens, attention_mask=torch.cat([mask.new_ones(n, p), mask], 1).long(),

@@ -1,16 +1,21 @@
 """support/tiny.py's cache as users meet it: one build when several processes need the same model, and an adapter
-that always meets the base it was trained on (eval.py --adapter, train.py --resume, the notebook)."""
+that always meets the base it was trained on (eval.py --adapter, train.py --resume, the notebook); and its
+warm-up's loss, which shares a batch's common opening, against the plain padded one."""
 
 import os
+import random
 import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import torch
 
 import eval as evaluation
 from conftest import ROOT, SMALL, run_train
+from rollout import Actions, Policy, SamplingArgs
+from seeupo import ALL_TURNS, TurnSample
 from support import tiny
 
 BUILD = textwrap.dedent("""
@@ -82,12 +87,6 @@ def test_eval_takes_the_base_an_adapter_was_trained_on(tmp_path, monkeypatch, ti
 def test_the_warm_ups_shared_opening_gives_the_padded_batchs_loss_and_gradient():
     """next_token_loss runs a batch's common opening once and the rests in micro-batches on its keys and values:
     the loss and gradient must be those of every whole episode scored in one left-padded batch by Policy."""
-    import random
-
-    import torch
-
-    from rollout import Actions, Policy, SamplingArgs
-    from seeupo import ALL_TURNS, TurnSample
     tokenizer = tiny.tiny_tokenizer(0)
     model = tiny.tiny_model(tokenizer, 0)
     rng = random.Random(0)
