@@ -16,9 +16,9 @@ Regimes (seeupo.sweep() runs every method; see its docstring):
             division, no batch normalisation (`--baseline_samples turn --std_norm --no_batch_norm`); KL 0.002;
             a constant lr 1e-3 (the best lr of every sweep on both environments in the previous round's scan of
             1e-3, 3e-3 and 1e-2); 80 steps of 64 episodes; held-out evaluation every 5 steps.
-  16step    this project's own regime (the default recipe's update until 2026-12-07): 4 epochs x 4 minibatches (16 clipped
-            steps per turn), KL 0.05, our baselines (one whole-episode sample, batch normalisation), 25 steps,
-            lrs 1e-3 and 3e-3, seeds 0-2.
+  16step    this project's own regime (the default recipe's update until 2026-12-07): 4 epochs x 4
+            minibatches (16 clipped steps per turn), KL 0.05, our baselines (one whole-episode sample, batch
+            normalisation), 25 steps, lrs 1e-3 and 3e-3, seeds 0-2.
 
 Methods (authors regime):
   seeupo                   reverse turn order + the correction M (the paper's method)

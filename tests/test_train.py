@@ -51,8 +51,8 @@ def test_the_default_run_learns_with_lora_and_with_qlora_and_lookup_written_the_
     4-bit base (--qlora), must each rise by >= 0.3 in held-out success. Measured over seeds 0-4 on one thread
     (bench/results/seeds/default_ci and .../qlora_ci, 2026-12-07): rises of 0.87-0.93 with LoRA; with QLoRA 0.91-0.92
     on seeds 0-3 and 0.41 on seed 4 (its turns garbled from step 5, still rising at step 20): the bar is below the
-    smallest. Both on seed 0 (0.92 each): one tiny model to build
-    (about 1.5 min of a fresh clone's suite), built first (tiny_default).
+    smallest. Both on seed 0 (0.92 each): one tiny model to build (about a minute of a fresh clone's suite), built
+    first (tiny_default).
     Beside them, examples/lookup_trl.py (lookup written the TRL way, docs/environments.md) must learn through
     train.py with --model tiny as lookup does: held-out success at step 20 above the start by LOOKUP_TRL_MARGIN
     (seed 0 here: 0.04 -> 0.93; seeds 1-4 gain 0.14 to 0.93; bench/results/seeds/lookup_trl_ci).
